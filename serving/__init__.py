@@ -1,0 +1,1 @@
+"""serving: the gRPC service, its generated protocol code and a TensorFlow-free client."""

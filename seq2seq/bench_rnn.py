@@ -25,23 +25,26 @@ SHAPES = [(64, 50, 256, 512), (32, 30, 128, 128), (128, 20, 64, 1024)]
 TARGETS = {(64, 50, 256, 512): 1.5}  # Keras-best / ours; every other shape: 1.3
 
 
-def _time(fn, min_runs: int, min_seconds: float) -> float:
-    """Median seconds per call after two warm-up calls."""
-    fn()
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
+def _time_interleaved(fns: dict, rounds: int, min_seconds: float) -> dict:
+    """Median seconds per call of each function, timed in interleaved rounds so that drift in
+    the machine's speed hits every setting alike. Each function is warmed up twice first."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        fn()
+    times: dict = {key: [] for key in fns}
+    start = time.perf_counter()
+    while min(map(len, times.values())) < rounds or time.perf_counter() - start < min_seconds:
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    return {key: statistics.median(v) for key, v in times.items()}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10, help="minimum timed runs per setting")
-    parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per setting")
+    parser.add_argument("--rounds", type=int, default=15, help="minimum timed rounds per shape")
+    parser.add_argument("--seconds", type=float, default=10.0, help="minimum seconds per shape")
     parser.add_argument("--shapes", default=None, help="B,T,D,N;B,T,D,N… (default: the three)")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
     a = tf.random.normal([2048, 2048])
     mm = tf.function(lambda: tf.matmul(a, a))
-    t_mm = _time(lambda: mm().numpy(), 5, 2.0)
+    t_mm = _time_interleaved({"mm": lambda: mm().numpy()}, 5, 2.0)["mm"]
     mm_gflops = 2 * 2048**3 / t_mm / 1e9
     print(f"anchor: 2048³ float32 matmul {t_mm * 1e3:.1f} ms = {mm_gflops:.1f} GFLOP/s\n")
 
@@ -108,18 +111,22 @@ def main(argv=None) -> int:
     )
     summary = []
     for b, t, d, n in shapes:
-        flops = 6 * b * t * d * n + 6 * b * t * n * n  # fwd 2BT(DN+N²), bwd twice that
+        # forward 2BT(DN + N²); backward: ∂kernel 2BTDN, ∂recurrent_kernel and the carry 4BTN²
+        # (no input gradient: the inputs are constants, and TensorFlow prunes it)
+        flops = 4 * b * t * d * n + 6 * b * t * n * n
         print(header)
+        settings = [(impl, jit) for impl in ("ours", "keras") for jit in (False, True)]
+        steps = {key: make_step(*key, (b, t, d, n)) for key in settings}
+        secs_of = _time_interleaved(steps, args.rounds, args.seconds)
         results = {}
-        for impl in ("ours", "keras"):
-            for jit in (False, True):
-                secs = _time(make_step(impl, jit, (b, t, d, n)), args.runs, args.seconds)
-                peak = peak_mib(impl, jit, (b, t, d, n))
-                results[(impl, jit)] = (secs, peak)
-                print(
-                    f"{f'{b},{t},{d},{n}':>18} {impl:>6} {str(jit):>5} {secs * 1e3:9.2f} "
-                    f"{flops / secs / 1e9:8.1f} {peak:9.1f}"
-                )
+        for impl, jit in settings:
+            secs = secs_of[(impl, jit)]
+            peak = peak_mib(impl, jit, (b, t, d, n))
+            results[(impl, jit)] = (secs, peak)
+            print(
+                f"{f'{b},{t},{d},{n}':>18} {impl:>6} {str(jit):>5} {secs * 1e3:9.2f} "
+                f"{flops / secs / 1e9:8.1f} {peak:9.1f}"
+            )
         ours_t, ours_mem = results[("ours", False)]
         keras_best = min((results[("keras", j)] for j in (False, True)), key=lambda r: r[0])
         keras_mem = min(results[("keras", j)][1] for j in (False, True))

@@ -32,12 +32,14 @@ from collections.abc import Callable
 import tensorflow as tf
 
 # Activations whose derivative can be read off the activation's output alone, so the backward
-# pass needs only the stored h_t (not the pre-activations a_t).
+# pass needs only the stored h_t (not the pre-activations a_t). The second function maps
+# (h_t, δh_t) to δa_t = δh_t ⊙ act'(h_t) with TensorFlow's fused gradient kernels, one op per
+# step instead of three (tanh: δh ⊙ (1 − h²); sigmoid: δh ⊙ h(1 − h); relu: δh ⊙ [h > 0]).
 _ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "tanh": (tf.tanh, lambda h: 1.0 - tf.square(h)),
-    "sigmoid": (tf.sigmoid, lambda h: h * (1.0 - h)),
-    "relu": (tf.nn.relu, lambda h: tf.cast(h > 0, h.dtype)),
-    "linear": (tf.identity, tf.ones_like),
+    "tanh": (tf.tanh, lambda h, dh: tf.raw_ops.TanhGrad(y=h, dy=dh)),
+    "sigmoid": (tf.sigmoid, lambda h, dh: tf.raw_ops.SigmoidGrad(y=h, dy=dh)),
+    "relu": (tf.nn.relu, lambda h, dh: tf.raw_ops.ReluGrad(gradients=dh, features=h)),
+    "linear": (tf.identity, lambda h, dh: dh),
 }
 
 SUPPORTED_ACTIVATIONS = tuple(_ACTIVATIONS)
@@ -95,7 +97,7 @@ def _backward(dhs, dh_last, hs, recurrent_kernel, mask, drop, act_grad, truncati
 
     def body(t, carry, das, dnorm):
         dh = carry if dhs is None else tf.gather(dhs, t, axis=1) + carry  # δh_t: (B, N)
-        da = dh * act_grad(tf.gather(hs, t))  # δa_t: (B, N)
+        da = act_grad(tf.gather(hs, t), dh)  # δa_t = δh_t ⊙ act'(h_t): (B, N)
         m = None if mask is None else tf.gather(mask, t)
         if m is not None:
             da = tf.where(m, da, zero)

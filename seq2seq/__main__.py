@@ -1,0 +1,150 @@
+"""Command line: `python -m seq2seq {data,train,evaluate,export,translate,classify} …`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from seq2seq.config import ConfigError, load_config
+
+
+def _common(p: argparse.ArgumentParser, task_choice: bool = True) -> None:
+    if task_choice:
+        p.add_argument("--task", choices=["translate", "classify"], default="translate")
+    p.add_argument("--preset", default="default", help="preset name (default, tiny, …)")
+    p.add_argument("--config", default=None, help="YAML file merged over the preset")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (repeatable)",
+    )
+    p.add_argument("--data-file", default=None, help="local data file instead of the corpus")
+    p.add_argument("--exclude", default=None, help="file of sentences to keep out of the data")
+    p.add_argument("--dataset", default=None, help="classification: sentiment | sms_spam")
+
+
+def _config(args, task: str | None = None):
+    overrides = list(args.overrides)
+    if getattr(args, "data_file", None):
+        overrides.append(f"data.data_file={args.data_file}")
+    if getattr(args, "exclude", None):
+        overrides.append(f"data.exclude_file={args.exclude}")
+    if getattr(args, "dataset", None):
+        overrides.append(f"data.dataset={args.dataset}")
+    if getattr(args, "eval_file", None):
+        overrides.append(f"eval.eval_file={args.eval_file}")
+    return load_config(task or args.task, args.preset, args.config, overrides)
+
+
+def _task_module(task: str):
+    if task == "translate":
+        from seq2seq.tasks import translation as module
+    else:
+        from seq2seq.tasks import classification as module
+    return module
+
+
+def _read_texts(texts: list[str]) -> list[str]:
+    if texts:
+        return texts
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seq2seq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("data", help="fetch and prepare a corpus into data/prepared/")
+    _common(p)
+    p = sub.add_parser("train", help="train (resumes from the run's last checkpoint)")
+    _common(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = sub.add_parser("evaluate", help="score the best checkpoint on the test split")
+    _common(p)
+    p.add_argument("--eval-file", default=None, help="TSV to evaluate instead of the test split")
+    p = sub.add_parser("export", help="export the best checkpoint as models/<task>/<version>/")
+    _common(p)
+    p.add_argument("--repository", default=None, help="model repository (default models/<task>)")
+    p = sub.add_parser("translate", help="translate texts (arguments, or stdin lines)")
+    _common(p, task_choice=False)
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--beam-size", type=int, default=None)
+    p.add_argument("--n-best", type=int, default=1)
+    p.add_argument("--model", default=None, help="an exported version folder instead of the run")
+    p = sub.add_parser("classify", help="classify texts (arguments, or stdin lines)")
+    _common(p, task_choice=False)
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--model", default=None, help="an exported version folder instead of the run")
+    args = parser.parse_args(argv)
+
+    from seq2seq.data import DataError
+    from seq2seq.training import TrainingDiverged
+
+    try:
+        if args.command == "data":
+            from seq2seq.data import prepare
+
+            cfg = _config(args)
+            manifest = prepare(cfg)
+            print(
+                f"prepared {cfg.data_dir}: "
+                + json.dumps({k: manifest["counts"][k] for k in ("train", "valid", "test")})
+            )
+        elif args.command == "train":
+            cfg = _config(args)
+            summary = _task_module(cfg.task).run_training(cfg, progress=not args.no_progress)
+            print(json.dumps(summary, indent=2))
+        elif args.command == "evaluate":
+            cfg = _config(args)
+            _task_module(cfg.task).run_evaluation(cfg)
+        elif args.command == "export":
+            cfg = _config(args)
+            repo = args.repository or f"models/{cfg.task}"
+            _task_module(cfg.task).run_export(cfg, repo)
+        elif args.command == "translate":
+            cfg = _config(args, "translate")
+            from seq2seq.tasks import translation
+
+            texts = _read_texts(args.texts)
+            k = args.beam_size or cfg.eval.beam_size
+            if args.model:
+                from seq2seq.tasks.saved import SavedTranslator
+
+                results = SavedTranslator(args.model).translate(texts, k, args.n_best)
+            else:
+                results = translation.load_trained(cfg).translate(
+                    texts,
+                    beam_size=k,
+                    max_length=cfg.eval.max_length,
+                    length_penalty=cfg.eval.length_penalty,
+                    n_best=args.n_best,
+                )
+            for hyps in results:
+                if args.n_best == 1:
+                    print(hyps[0][0])
+                else:
+                    print(" ||| ".join(f"{t} ({s:.3f})" for t, s in hyps))
+        elif args.command == "classify":
+            cfg = _config(args, "classify")
+            from seq2seq.tasks import classification
+
+            texts = _read_texts(args.texts)
+            if args.model:
+                from seq2seq.tasks.saved import SavedClassifier
+
+                results = SavedClassifier(args.model).classify(texts)
+            else:
+                results = classification.load_trained(cfg).classify(texts)
+            for label, probs in results:
+                print(f"{label}\t" + " ".join(f"{k}={v:.3f}" for k, v in probs.items()))
+    except (ConfigError, DataError, FileNotFoundError, TrainingDiverged, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Run configuration: dataclass defaults, YAML presets and files merged over them.
+
+A config has four sections, `data`, `model`, `train` and `eval`. Presets live in
+`seq2seq/presets/<task>/<name>.yaml`; a user's `CONFIG=file.yaml` is merged over the preset, and
+`KEY=VALUE` overrides (e.g. `model.attention=luong`) over that. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = Path(__file__).parent / "presets"
+TASKS = ("translate", "classify")
+
+
+class ConfigError(ValueError):
+    """A config file, preset or override is malformed."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "tatoeba_spa_eng"  # tatoeba_spa_eng | sentiment | sms_spam
+    data_file: str | None = None  # local TSV used instead of the pinned corpus
+    exclude_file: str | None = None  # sentences (one per line) kept out of every split
+    direction: str = "spa-eng"  # translation direction: spa-eng or eng-spa
+    max_words: int = 15  # drop pairs with a side longer than this many words (0: keep all)
+    valid_fraction: float = 0.01  # share of the data in the validation split
+    test_fraction: float = 0.01  # share of the data in the test split
+    seed: int = 0  # salt of the deterministic split
+    dir: str = "data/prepared"  # where prepared splits go (a sub-folder per task/dataset)
+    source_vocab_size: int = 4000  # SentencePiece vocabulary of the source side
+    target_vocab_size: int = 4000  # SentencePiece vocabulary of the target side (translation)
+
+
+@dataclass
+class ModelConfig:
+    embedding_dim: int = 256  # token embedding width
+    units: int = 256  # SimpleRNN state size
+    layers: int = 1  # stacked SimpleRNN layers (encoder and decoder alike)
+    attention: str = "none"  # translation: none | luong
+    reverse_source: bool = True  # translation: read the source backwards (Sutskever et al.)
+    bidirectional: bool = False  # classification: forward + backward reading
+    dropout: float = 0.0  # dropout on embeddings and between layers
+    recurrent_dropout: float = 0.0  # dropout on h_{t-1} inside the recurrence
+    bptt_truncation: int | None = None  # truncated BPTT chunk length (None: full)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128  # sentences per batch (batches group similar lengths)
+    learning_rate: float = 2e-3  # peak Adam learning rate
+    warmup_steps: int = 200  # linear warm-up, then cosine decay to max_steps
+    min_lr_ratio: float = 0.05  # final learning rate as a share of the peak
+    clip_norm: float = 1.0  # global-norm gradient clipping
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    class_weights: bool = False  # classification: weight classes by inverse frequency
+    max_steps: int = 10000  # stop after this many updates
+    max_minutes: float = 0.0  # also stop after this much wall time (0: no limit)
+    eval_every: int = 500  # validate (loss and score) every this many steps
+    checkpoint_every: int = 500  # save a resumable checkpoint every this many steps
+    patience: int = 0  # early stop after this many evaluations without improvement (0: off)
+    log_every: int = 50  # TensorBoard scalars every this many steps
+    seed: int = 0  # weights, dropout and batch order
+    run_dir: str = "runs"  # checkpoints and TensorBoard logs (a sub-folder per task)
+
+
+@dataclass
+class EvalConfig:
+    beam_size: int = 5  # beam width for evaluation and `translate`
+    length_penalty: float = 0.6  # GNMT length penalty alpha (0: none)
+    max_length: int = 48  # longest output in tokens
+    eval_file: str | None = None  # TSV to evaluate instead of the test split
+
+
+@dataclass
+class Config:
+    task: str = "translate"  # translate | classify
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data.dir) / self.task / self.data.dataset
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.run_dir) / self.task
+
+
+def _merge(target, values: dict, where: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{where}.{key}")
+            continue
+        setattr(target, key, _coerce(value, current, f"{where}.{key}"))
+
+
+def _coerce(value, current, where: str):
+    if value is None or current is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(current, (int, float)) and not isinstance(value, bool):
+        try:
+            return type(current)(value) if isinstance(value, str) else value
+        except ValueError as err:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from err
+    return value
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file not found: {path}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    return data or {}
+
+
+def load_config(
+    task: str,
+    preset: str = "default",
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Builds a Config: defaults ← preset ← config file ← `section.key=value` overrides."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
+    cfg = Config(task=task)
+    preset_path = PRESETS / task / f"{preset}.yaml"
+    if not preset_path.exists():
+        known = sorted(p.stem for p in (PRESETS / task).glob("*.yaml"))
+        raise ConfigError(f"unknown preset {preset!r} for {task}; known presets: {known}")
+    _merge(cfg, _read_yaml(preset_path), f"preset {preset}")
+    if config_file:
+        _merge(cfg, _read_yaml(Path(config_file)), str(config_file))
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        section, name = key.split(".", 1)
+        _merge(cfg, {section: {name: yaml.safe_load(value)}}, "override")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    m, t, d = cfg.model, cfg.train, cfg.data
+    if m.attention not in ("none", "luong"):
+        raise ConfigError(f"model.attention must be none or luong, got {m.attention!r}")
+    if d.direction not in ("spa-eng", "eng-spa"):
+        raise ConfigError(f"data.direction must be spa-eng or eng-spa, got {d.direction!r}")
+    for name, value in (
+        ("model.units", m.units),
+        ("model.layers", m.layers),
+        ("model.embedding_dim", m.embedding_dim),
+        ("train.batch_size", t.batch_size),
+        ("train.max_steps", t.max_steps),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 < t.learning_rate < 1:
+        raise ConfigError(f"train.learning_rate must be in (0, 1), got {t.learning_rate!r}")
+    for name, value in (("valid_fraction", d.valid_fraction), ("test_fraction", d.test_fraction)):
+        if not 0 <= value < 0.5:
+            raise ConfigError(f"data.{name} must be in [0, 0.5), got {value!r}")

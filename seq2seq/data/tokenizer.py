@@ -1,0 +1,78 @@
+"""SentencePiece tokenizers with the project's fixed special ids: pad=0, unk=1, sos=2, eos=3."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+
+PAD, UNK, SOS, EOS = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """A trained SentencePiece model: text ↔ ids.
+
+    Example:
+        >>> tok = Tokenizer.train(["hola mundo", "adiós mundo"] * 50, vocab_size=20)
+        >>> tok.decode(tok.encode("hola mundo"))
+        'hola mundo'
+    """
+
+    def __init__(self, model_proto: bytes):
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        for name, want in (("pad", PAD), ("unk", UNK), ("bos", SOS), ("eos", EOS)):
+            got = getattr(self.sp, f"{name}_id")()
+            if got != want:
+                raise ValueError(f"tokenizer {name} id is {got}, expected {want}")
+
+    @classmethod
+    def train(cls, sentences: Iterable[str], vocab_size: int, model_type: str = "unigram"):
+        """Trains on `sentences`. A vocabulary larger than the text supports is shrunk to fit."""
+        sentences = list(sentences)
+        if not sentences:
+            raise ValueError("cannot train a tokenizer on no sentences")
+        buf = io.BytesIO()
+        kwargs = dict(
+            sentence_iterator=iter(sentences),
+            model_writer=buf,
+            model_type=model_type,
+            pad_id=PAD,
+            unk_id=UNK,
+            bos_id=SOS,
+            eos_id=EOS,
+            character_coverage=1.0,
+            normalization_rule_name="nmt_nfkc",
+            minloglevel=2,
+            num_threads=2,
+            hard_vocab_limit=False,
+            split_digits=True,
+            byte_fallback=False,
+        )
+        spm.SentencePieceTrainer.train(vocab_size=vocab_size, **kwargs)
+        return cls(buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        return cls(Path(path).read_bytes())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        if EOS in ids:
+            ids = ids[: ids.index(EOS)]
+        return self.sp.decode([i for i in ids if i > EOS])

@@ -1,0 +1,131 @@
+"""Greedy and beam-search decoding for `Translator`, as graph code (`tf.while_loop`), so both
+ship inside the exported SavedModel. Outputs end with EOS and are PAD-filled after it."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from seq2seq.data.tokenizer import EOS, PAD, SOS
+
+
+def greedy_decode(model, source_ids, max_length):
+    """Most likely next token at every step.
+
+    Returns:
+        ids (B, L) int32 with L ≤ max_length, lengths (B,) (tokens up to and including EOS),
+        scores (B,) the sum of the chosen tokens' log-probabilities.
+    """
+    source_ids = tf.convert_to_tensor(source_ids, tf.int32)
+    max_length = tf.convert_to_tensor(max_length, tf.int32)
+    memory, memory_mask, states = model.encode(source_ids)
+    keys = model.attention_keys(memory)
+    batch = tf.shape(source_ids)[0]
+    tokens = tf.fill([batch], SOS)
+    finished = tf.zeros([batch], tf.bool)
+    scores = tf.zeros([batch], tf.float32)
+    lengths = tf.zeros([batch], tf.int32)
+    out = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+
+    def cond(t, tokens, states, finished, scores, lengths, out):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, tokens, states, finished, scores, lengths, out):
+        logits, states = model.step(tokens, states, memory, memory_mask, keys)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))  # (B, V)
+        nxt = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        nxt = tf.where(finished, PAD, nxt)
+        gained = tf.gather(log_probs, nxt, batch_dims=1)
+        scores += tf.where(finished, 0.0, gained)
+        lengths += tf.cast(tf.logical_not(finished), tf.int32)
+        finished = tf.logical_or(finished, tf.equal(nxt, EOS))
+        return t + 1, nxt, states, finished, scores, lengths, out.write(t, nxt)
+
+    *_, scores, lengths, out = tf.while_loop(
+        cond, body, (tf.constant(0), tokens, states, finished, scores, lengths, out)
+    )
+    ids = tf.transpose(out.stack())  # (B, L)
+    ids = tf.reshape(ids, [batch, -1])
+    return ids, lengths, scores
+
+
+def length_normalize(log_probs, lengths, alpha):
+    """GNMT length penalty: log p / ((5 + |y|) / 6)^alpha (alpha = 0: raw log-probability)."""
+    penalty = tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
+    return log_probs / penalty
+
+
+def beam_search(model, source_ids, beam_size, max_length, length_penalty=0.0):
+    """Beam search keeping `beam_size` hypotheses per sentence.
+
+    Finished hypotheses stay in the beam with their score frozen (they may only be extended by
+    PAD at no cost) and compete with unfinished ones on raw log-probability; the final n-best
+    list is ranked by the length-normalised score.
+
+    Returns:
+        ids (B, K, L) int32, lengths (B, K), scores (B, K) length-normalised log-probabilities,
+        best first.
+    """
+    source_ids = tf.convert_to_tensor(source_ids, tf.int32)
+    k = tf.convert_to_tensor(beam_size, tf.int32)
+    max_length = tf.convert_to_tensor(max_length, tf.int32)
+    alpha = tf.cast(length_penalty, tf.float32)
+    batch = tf.shape(source_ids)[0]
+    memory, memory_mask, states = model.encode(source_ids)
+    memory = tf.repeat(memory, k, axis=0)  # (B·K, S, N)
+    memory_mask = tf.repeat(memory_mask, k, axis=0)
+    states = [tf.repeat(s, k, axis=0) for s in states]
+    keys = model.attention_keys(memory)
+    vocab = model.target_vocab_size
+    neg_inf = tf.constant(-1e9, tf.float32)
+
+    first = tf.concat([[0.0], tf.fill([k - 1], neg_inf)], axis=0)  # only beam 0 starts alive
+    log_probs = tf.tile(first[None], [batch, 1])  # (B, K)
+    tokens = tf.fill([batch * k], SOS)
+    finished = tf.zeros([batch, k], tf.bool)
+    lengths = tf.zeros([batch, k], tf.int32)
+    seqs = tf.zeros([batch, k, 0], tf.int32)
+    pad_only = tf.where(tf.range(vocab) == PAD, 0.0, neg_inf)  # (V,): a finished beam's row
+    offsets = (tf.range(batch) * k)[:, None]  # (B, 1)
+
+    def cond(t, tokens, states, log_probs, finished, lengths, seqs):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, tokens, states, log_probs, finished, lengths, seqs):
+        logits, states = model.step(tokens, states, memory, memory_mask, keys)
+        step = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)), [batch, k, vocab])
+        step = tf.where(finished[:, :, None], pad_only, step)
+        total = tf.reshape(log_probs[:, :, None] + step, [batch, k * vocab])
+        log_probs, idx = tf.math.top_k(total, k=k)  # (B, K)
+        parent, token = idx // vocab, idx % vocab
+        seqs = tf.concat([tf.gather(seqs, parent, batch_dims=1), token[:, :, None]], axis=2)
+        parent_finished = tf.gather(finished, parent, batch_dims=1)
+        lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(
+            tf.logical_not(parent_finished), tf.int32
+        )
+        finished = tf.logical_or(parent_finished, tf.equal(token, EOS))
+        flat_parent = tf.reshape(parent + offsets, [-1])
+        states = [tf.gather(s, flat_parent) for s in states]
+        return t + 1, tf.reshape(token, [-1]), states, log_probs, finished, lengths, seqs
+
+    state_shapes = [tf.TensorShape([None, s.shape[-1]]) for s in states]
+    *_, log_probs, finished, lengths, seqs = tf.while_loop(
+        cond,
+        body,
+        (tf.constant(0), tokens, states, log_probs, finished, lengths, seqs),
+        shape_invariants=(
+            tf.TensorShape([]),
+            tf.TensorShape([None]),
+            state_shapes,
+            tf.TensorShape([None, None]),
+            tf.TensorShape([None, None]),
+            tf.TensorShape([None, None]),
+            tf.TensorShape([None, None, None]),
+        ),
+    )
+    scores = length_normalize(log_probs, lengths, alpha)
+    order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+    return (
+        tf.gather(seqs, order, batch_dims=1),
+        tf.gather(lengths, order, batch_dims=1),
+        tf.gather(scores, order, batch_dims=1),
+    )

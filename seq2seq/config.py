@@ -67,7 +67,8 @@ class TrainConfig:
     patience: int = 0  # early stop after this many evaluations without improvement (0: off)
     log_every: int = 50  # TensorBoard scalars every this many steps
     seed: int = 0  # weights, dropout and batch order
-    run_dir: str = "runs"  # checkpoints and TensorBoard logs (a sub-folder per task)
+    run_dir: str = "runs"  # checkpoints and TensorBoard logs (a sub-folder per task and run)
+    run_name: str = ""  # the run's sub-folder (default: <preset>-<attention or dataset>)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class EvalConfig:
 @dataclass
 class Config:
     task: str = "translate"  # translate | classify
+    preset: str = "default"  # the preset this config started from
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -98,7 +100,9 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.train.run_dir) / self.task
+        variant = self.model.attention if self.task == "translate" else self.data.dataset
+        name = self.train.run_name or f"{self.preset}-{variant}"
+        return Path(self.train.run_dir) / self.task / name
 
 
 def _merge(target, values: dict, where: str) -> None:
@@ -151,7 +155,7 @@ def load_config(
     """Builds a Config: defaults ← preset ← config file ← `section.key=value` overrides."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
-    cfg = Config(task=task)
+    cfg = Config(task=task, preset=preset)
     preset_path = PRESETS / task / f"{preset}.yaml"
     if not preset_path.exists():
         known = sorted(p.stem for p in (PRESETS / task).glob("*.yaml"))

@@ -60,18 +60,14 @@ class Evaluation:
 
 
 def variables_checkpoint(obj) -> tf.train.Checkpoint:
-    """A checkpoint of every variable of a Keras model or optimizer, keyed by its path.
+    """A checkpoint of every variable of a Keras model or optimizer, keyed by position.
 
     Keras 3 keeps sub-layers in plain lists, which TensorFlow's object-graph tracking does not
-    follow; naming each variable explicitly makes checkpoints complete and order-independent.
+    follow, so each variable is listed explicitly. Names and paths are not used as keys: they
+    carry process-wide counters (`translator_1/…`, `seed_generator_3/…`); the order of
+    `variables` is fixed by the architecture, and a different one fails to restore loudly.
     """
-    named: dict[str, tf.Variable] = {}
-    for v in obj.variables:
-        key = v.path.replace("/", ".")
-        while key in named:
-            key += "_"
-        named[key] = v
-    return tf.train.Checkpoint(**named)
+    return tf.train.Checkpoint(**{f"v{i:04d}": v for i, v in enumerate(obj.variables)})
 
 
 def learning_rate_schedule(cfg: TrainConfig):
@@ -116,6 +112,11 @@ def train(
     """
     strategy = strategy or tf.distribute.get_strategy()
     worker, num_workers = worker_info()
+    if len(train_batches) == 0:
+        raise ValueError(
+            f"no training batches for worker {worker} of {num_workers}: the training split has "
+            f"{len(train_batches.examples)} examples, fewer than batch_size × workers"
+        )
     chief = worker == 0
     run_dir = Path(run_dir)
     loss_kwargs = loss_kwargs or {}
@@ -123,12 +124,13 @@ def train(
     with strategy.scope():
         optimizer = keras.optimizers.Adam(learning_rate_schedule(cfg))
         optimizer.build(variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
-        best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_loss")
-        bad_evals = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_evals")
-        elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+    # Bookkeeping is per worker (identical on all of them), so it lives outside the strategy.
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
+    best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_loss")
+    bad_evals = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_evals")
+    elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
     ckpt = tf.train.Checkpoint(
         model=variables_checkpoint(model),
         optimizer=variables_checkpoint(optimizer),
@@ -285,6 +287,7 @@ def train(
         "best_valid_loss": float(best_loss) if math.isfinite(float(best_loss)) else None,
         "last_eval": None if last_eval is None else last_eval.__dict__,
         "workers": num_workers,
+        "weights_digest": weights_digest(model),
     }
     if chief:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

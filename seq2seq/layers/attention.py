@@ -32,6 +32,7 @@ class LuongAttention(keras.layers.Layer):
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = units
+        self.supports_masking = True  # the query's (decoder's) mask passes through
         self.key_projection = keras.layers.Dense(units, use_bias=False, name="w_a")
         self.combine = keras.layers.Dense(units, activation="tanh", use_bias=False, name="w_c")
 

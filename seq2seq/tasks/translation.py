@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -140,6 +141,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     train_ex = encode_pairs(read_split(cfg, "train"), src_tok, tgt_tok)
     valid_rows = read_split(cfg, "valid")
     valid_ex = encode_pairs(valid_rows, src_tok, tgt_tok) if valid_rows else train_ex[:256]
+    keras.utils.set_random_seed(cfg.train.seed)
     with strategy.scope():
         model = build_model(cfg, src_tok, tgt_tok)
     decoder = Decoder(model, src_tok, tgt_tok)

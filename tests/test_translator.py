@@ -1,0 +1,219 @@
+"""Translator: training, decoding, resume and export, on a handful of pairs written here."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seq2seq.config import load_config
+from seq2seq.data import prepare
+from seq2seq.data.tokenizer import EOS, PAD, SOS
+from seq2seq.decoding import beam_search, greedy_decode
+from seq2seq.tasks import translation
+from seq2seq.training import weights_digest
+
+PAIRS = [
+    ("I see the cat.", "Veo el gato."),
+    ("I see the dog.", "Veo el perro."),
+    ("You see the cat.", "Ves el gato."),
+    ("We eat bread.", "Comemos pan."),
+    ("They eat bread.", "Comen pan."),
+    ("I like milk.", "Me gusta la leche."),
+    ("The cat sleeps.", "El gato duerme."),
+    ("The dog sleeps.", "El perro duerme."),
+]
+
+
+def make_cfg(root, *extra):
+    data = root / "pairs.tsv"
+    data.write_text("".join(f"{en}\t{es}\tCC-BY test\n" for en, es in PAIRS))
+    return load_config(
+        "translate",
+        "tiny",
+        overrides=[
+            f"data.dir={root / 'prepared'}",
+            f"train.run_dir={root / 'runs'}",
+            f"data.data_file={data}",
+            "data.valid_fraction=0",
+            "data.test_fraction=0",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module", params=["none", "luong"])
+def trained(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"translate-{request.param}")
+    cfg = make_cfg(root, f"model.attention={request.param}", "train.max_steps=250")
+    prepare(cfg)
+    summary = translation.run_training(cfg, progress=False)
+    return cfg, summary, translation.load_trained(cfg)
+
+
+def test_tiny_model_overfits_to_exact_greedy_and_beam_outputs(trained):
+    cfg, summary, decoder = trained
+    assert summary["steps"] == 250
+    sources = [es for _, es in PAIRS]
+    want = [en for en, _ in PAIRS]
+    greedy = [h[0][0] for h in decoder.translate(sources, beam_size=1)]
+    beam = [h[0][0] for h in decoder.translate(sources, beam_size=3)]
+    assert greedy == want
+    assert beam == want
+
+
+def test_beam_size_one_equals_greedy(trained):
+    _, _, decoder = trained
+    src = translation.pad([decoder.src_tok.encode(es) for _, es in PAIRS] + [[5, 6, 7, 8]])
+    g_ids, g_len, g_scores = greedy_decode(decoder.model, src, 20)
+    b_ids, b_len, b_scores = beam_search(decoder.model, src, 1, 20, 0.0)
+    np.testing.assert_array_equal(b_ids[:, 0, :], g_ids)
+    np.testing.assert_array_equal(b_len[:, 0], g_len)
+    np.testing.assert_allclose(b_scores[:, 0], g_scores, rtol=1e-5)
+
+
+def test_beam_returns_sorted_distinct_n_best(trained):
+    _, _, decoder = trained
+    hyps = decoder.translate(["Veo el gato."], beam_size=4, n_best=4)[0]
+    assert len(hyps) == 4
+    scores = [s for _, s in hyps]
+    assert scores == sorted(scores, reverse=True)
+    assert len({t for t, _ in hyps}) == 4
+    assert hyps[0][0] == "I see the cat."
+
+
+def test_decoded_ids_end_with_eos_then_padding(trained):
+    _, _, decoder = trained
+    src = translation.pad([decoder.src_tok.encode(es) for _, es in PAIRS])
+    ids, lengths, _ = greedy_decode(decoder.model, src, 20)
+    for row, n in zip(ids.numpy(), lengths.numpy(), strict=True):
+        assert row[n - 1] == EOS and np.all(row[n:] == PAD) and SOS not in row
+
+
+def test_teacher_forcing_logits_shape_and_padding_does_not_leak(trained):
+    _, _, decoder = trained
+    model = decoder.model
+    src = tf.constant([[5, 6, 7, 0, 0]], tf.int32)
+    dec = tf.constant([[SOS, 8, 9, 0]], tf.int32)
+    logits = model((src, dec))
+    assert logits.shape == (1, 4, model.target_vocab_size)
+    # extra source padding changes nothing: the encoder masks it
+    longer = model((tf.pad(src, [[0, 0], [0, 6]]), dec))
+    np.testing.assert_allclose(longer, logits, atol=1e-5)
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+    extra = [
+        "train.max_steps=40",
+        "train.checkpoint_every=10",
+        "train.eval_every=1000",
+        "model.dropout=0.1",
+        "train.batch_size=4",
+    ]
+    (tmp_path / "a").mkdir()
+    straight = make_cfg(tmp_path / "a", *extra)
+    prepare(straight)
+    full = translation.run_training(straight, progress=False)
+
+    (tmp_path / "b").mkdir()
+    cut = make_cfg(tmp_path / "b", *extra)
+    prepare(cut)
+    original = translation.Batches.iterate
+    seen = {"n": 0}
+
+    def dying_iterate(self, epoch=0, skip=0):
+        for batch in original(self, epoch, skip):
+            seen["n"] += 1
+            if seen["n"] > 25:  # killed between checkpoints (the last one was at step 20)
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(translation.Batches, "iterate", dying_iterate)
+    with pytest.raises(KeyboardInterrupt):
+        translation.run_training(cut, progress=False)
+    monkeypatch.setattr(translation.Batches, "iterate", original)
+    resumed = translation.run_training(cut, progress=False)
+    assert resumed["steps"] == 40
+    assert resumed["weights_digest"] == full["weights_digest"]
+
+
+FRESH = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "seq2seq":
+                raise ImportError("seq2seq is blocked in this process")
+
+    sys.meta_path.insert(0, Block())
+    import sentencepiece as spm
+    import tensorflow as tf
+
+    path, texts = sys.argv[1], json.loads(sys.argv[2])
+    model = tf.saved_model.load(path)
+    src = spm.SentencePieceProcessor(model_file=path + "/assets.extra/source.spm")
+    tgt = spm.SentencePieceProcessor(model_file=path + "/assets.extra/target.spm")
+    ids = src.encode(texts)
+    width = max(map(len, ids))
+    batch = tf.constant([row + [0] * (width - len(row)) for row in ids], tf.int32)
+
+    def text(row):
+        row = [int(i) for i in row]
+        row = row[: row.index(3)] if 3 in row else row
+        return tgt.decode([i for i in row if i > 3])
+
+    greedy = model.translate_greedy(batch, tf.constant(20))
+    beam = model.translate_beam(batch, tf.constant(3), tf.constant(20), tf.constant(0.6))
+    meta = json.load(open(path + "/assets.extra/metadata.json"))
+    assert "seq2seq" not in sys.modules
+    print(json.dumps({
+        "greedy": [text(r) for r in greedy["ids"].numpy()],
+        "greedy_scores": greedy["scores"].numpy().tolist(),
+        "beam": [[text(r) for r in rows] for rows in beam["ids"].numpy()],
+        "meta": {k: meta[k] for k in ("task", "source_language", "target_language", "version")},
+    }))
+    """
+)
+
+
+def test_export_reloads_in_a_tensorflow_and_sentencepiece_only_process(trained, tmp_path):
+    cfg, _, decoder = trained
+    path = translation.run_export(cfg, tmp_path / "models" / "translate")
+    assert path.name == "1" and (path / "assets.extra" / "metadata.json").exists()
+    texts = [es for _, es in PAIRS[:4]] + ["El perro come pan."]  # last one is unseen
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, str(path), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    here_greedy = decoder.translate(texts, beam_size=1)
+    here_beam = decoder.translate(texts, beam_size=3, n_best=3)
+    assert out["greedy"] == [h[0][0] for h in here_greedy]
+    np.testing.assert_allclose(out["greedy_scores"], [h[0][1] for h in here_greedy], rtol=1e-4)
+    assert [b[0] for b in out["beam"]] == [h[0][0] for h in here_beam]
+    assert out["meta"] == {
+        "task": "translate",
+        "source_language": "spa",
+        "target_language": "eng",
+        "version": 1,
+    }
+    # a second export is a new version; the first is left untouched
+    assert translation.run_export(cfg, tmp_path / "models" / "translate").name == "2"
+
+
+def test_weights_digest_changes_with_weights(trained):
+    _, _, decoder = trained
+    before = weights_digest(decoder.model)
+    v = decoder.model.trainable_variables[0]
+    v.assign(v + 1.0)
+    try:
+        assert weights_digest(decoder.model) != before
+    finally:
+        v.assign(v - 1.0)

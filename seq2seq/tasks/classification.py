@@ -1,0 +1,274 @@
+"""Classification end to end: tokenizer, labels, model, training, evaluation, baseline, export."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from seq2seq.config import Config
+from seq2seq.data import Batches, DataError, Tokenizer, classification_batch, pad, read_split
+from seq2seq.data.prepare import manifest_hash, normalize
+from seq2seq.evaluation import classification_scores
+from seq2seq.export import write_version
+from seq2seq.models import Classifier
+from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
+
+MAX_TOKENS = 256  # longer texts are cut (also the exported model's documented limit)
+
+
+def tokenizer_and_labels(cfg: Config, train_if_missing: bool = True) -> tuple[Tokenizer, list]:
+    """The run's SentencePiece model and label names (sorted), made from the train split."""
+    run = cfg.run_dir
+    tok_path, labels_path = run / "tokenizer.spm", run / "labels.json"
+    if tok_path.exists() and labels_path.exists():
+        return Tokenizer.load(tok_path), json.loads(labels_path.read_text())
+    if not train_if_missing:
+        raise FileNotFoundError(f"no tokenizer in {run}: train first (make train-classify)")
+    rows = read_split(cfg, "train")
+    labels = sorted({r[0] for r in rows})
+    print(f"training a SentencePiece tokenizer on {len(rows)} texts; labels {labels}")
+    tok = Tokenizer.train([r[1] for r in rows], cfg.data.source_vocab_size)
+    run.mkdir(parents=True, exist_ok=True)
+    tok.save(tok_path)
+    labels_path.write_text(json.dumps(labels))
+    return tok, labels
+
+
+def encode(rows, tok: Tokenizer, labels: list[str]):
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted({r[0] for r in rows} - set(index))
+    if unknown:
+        raise DataError(f"labels {unknown} do not occur in the training data {labels}")
+    ids = tok.encode_batch([r[1] for r in rows])
+    return [(i[:MAX_TOKENS] or [1], index[r[0]]) for i, r in zip(ids, rows, strict=True)]
+
+
+def build_model(cfg: Config, tok: Tokenizer, labels: list[str]) -> Classifier:
+    m = cfg.model
+    model = Classifier(
+        tok.vocab_size,
+        len(labels),
+        embedding_dim=m.embedding_dim,
+        units=m.units,
+        layers=m.layers,
+        bidirectional=m.bidirectional,
+        dropout=m.dropout,
+        recurrent_dropout=m.recurrent_dropout,
+        bptt_truncation=m.bptt_truncation,
+    )
+    model(tf.ones([1, 2], tf.int32))
+    return model
+
+
+def make_batches(examples, cfg: Config, shuffle: bool, shard=(0, 1)) -> Batches:
+    return Batches(
+        examples,
+        cfg.train.batch_size,
+        lambda e: len(e[0]),
+        classification_batch,
+        seed=cfg.train.seed,
+        shuffle=shuffle,
+        shard=shard,
+    )
+
+
+class Predictor:
+    """Batched text → (label, {label: probability}) with a Classifier and its tokenizer."""
+
+    def __init__(self, model: Classifier, tok: Tokenizer, labels: list[str]):
+        self.model, self.tok, self.labels = model, tok, labels
+        self._probs = tf.function(
+            lambda ids: tf.nn.softmax(model(ids)),
+            input_signature=[tf.TensorSpec([None, None], tf.int32)],
+        )
+
+    def probabilities(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.labels)), np.float32)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            ids = pad([self.tok.encode(normalize(t))[:MAX_TOKENS] or [1] for t in chunk])
+            out[start : start + len(chunk)] = self._probs(ids).numpy()
+        return out
+
+    def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
+        probs = self.probabilities(texts)
+        return [
+            (
+                self.labels[int(p.argmax())],
+                {name: float(v) for name, v in zip(self.labels, p, strict=True)},
+            )
+            for p in probs
+        ]
+
+
+def class_weight_vector(examples, num_classes: int) -> tf.Tensor:
+    counts = np.bincount([e[1] for e in examples], minlength=num_classes).astype(np.float64)
+    weights = counts.sum() / (num_classes * np.maximum(counts, 1))
+    return tf.constant(weights, tf.float32)
+
+
+def run_training(cfg: Config, progress: bool = True) -> dict:
+    from seq2seq.training import worker_info
+
+    strategy = make_strategy()
+    tok, labels = tokenizer_and_labels(cfg)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    train_ex = encode(read_split(cfg, "train"), tok, labels)
+    valid_rows = read_split(cfg, "valid")
+    valid_ex = encode(valid_rows, tok, labels) if valid_rows else train_ex[:256]
+    keras.utils.set_random_seed(cfg.train.seed)
+    with strategy.scope():
+        model = build_model(cfg, tok, labels)
+    predictor = Predictor(model, tok, labels)
+    valid_batches = make_batches(valid_ex, cfg, shuffle=False)
+    loss_kwargs = {}
+    if cfg.train.class_weights:
+        loss_kwargs["class_weights"] = class_weight_vector(train_ex, len(labels))
+
+    def evaluate(model) -> Evaluation:
+        loss = mean_loss(model, valid_batches)
+        rows = valid_rows or []
+        if not rows:
+            return Evaluation(loss)
+        pred = predictor.probabilities([r[1] for r in rows]).argmax(1)
+        truth = [labels.index(r[0]) for r in rows]
+        return Evaluation(loss, 100.0 * float(np.mean(pred == np.array(truth))), "accuracy")
+
+    print(
+        f"training on {len(train_ex)} texts, validating on {len(valid_ex)}; labels {labels}; "
+        f"vocab {tok.vocab_size}; "
+        f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
+    )
+    return train(
+        model,
+        make_batches(train_ex, cfg, shuffle=True, shard=worker_info()),
+        cfg.train,
+        cfg.run_dir,
+        evaluate=evaluate,
+        loss_kwargs=loss_kwargs,
+        strategy=strategy,
+        progress=progress,
+    )
+
+
+def load_trained(cfg: Config, which: str = "best") -> Predictor:
+    tok, labels = tokenizer_and_labels(cfg, train_if_missing=False)
+    model = build_model(cfg, tok, labels)
+    restore_weights(model, cfg.run_dir, which)
+    return Predictor(model, tok, labels)
+
+
+def read_eval_file(path: str) -> list[tuple[str, str]]:
+    """A TSV of `label<TAB>text`."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"eval file not found: {path}")
+    rows = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        cols = line.split("\t", 1)
+        if len(cols) != 2:
+            raise DataError(f"{path}:{lineno}: expected 'label<TAB>text'")
+        rows.append((cols[0].strip(), normalize(cols[1])))
+    if not rows:
+        raise DataError(f"{path}: no examples to evaluate (the file is empty)")
+    return rows
+
+
+def baseline_scores(cfg: Config, rows, labels: list[str]) -> dict:
+    """TF-IDF (word 1-2 grams) + logistic regression on the same train split."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train_rows = read_split(cfg, "train")
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+    x = vec.fit_transform([r[1] for r in train_rows])
+    clf = LogisticRegression(
+        max_iter=2000, C=4.0, class_weight="balanced" if cfg.train.class_weights else None
+    )
+    clf.fit(x, [labels.index(r[0]) for r in train_rows])
+    pred = clf.predict(vec.transform([r[1] for r in rows]))
+    return classification_scores([labels.index(r[0]) for r in rows], [int(p) for p in pred], labels)
+
+
+def run_evaluation(cfg: Config) -> dict:
+    predictor = load_trained(cfg)
+    labels = predictor.labels
+    if cfg.eval.eval_file:
+        rows, where = read_eval_file(cfg.eval.eval_file), cfg.eval.eval_file
+    else:
+        rows, where = read_split(cfg, "test"), "test split"
+    unknown = sorted({r[0] for r in rows} - set(labels))
+    if unknown:
+        raise DataError(f"{where}: labels {unknown} are not among the model's {labels}")
+    start = time.time()
+    probs = predictor.probabilities([r[1] for r in rows])
+    rnn = classification_scores(
+        [labels.index(r[0]) for r in rows], [int(i) for i in probs.argmax(1)], labels
+    )
+    rnn["seconds"] = round(time.time() - start, 1)
+    results = {"evaluated_on": where, "dataset": cfg.data.dataset, "rnn": rnn}
+    try:
+        results["baseline_tfidf_logreg"] = baseline_scores(cfg, rows, labels)
+    except ImportError:
+        results["baseline_tfidf_logreg"] = None  # scikit-learn is a dev-only dependency
+    print(f"{'model':<22} {'accuracy':>9} {'macro-F1':>9}   on {len(rows)} texts of the {where}")
+    for name, r in (
+        ("SimpleRNN (ours)", rnn),
+        ("TF-IDF + logreg", results["baseline_tfidf_logreg"]),
+    ):
+        if r:
+            print(f"{name:<22} {100 * r['accuracy']:8.2f}% {r['macro_f1']:9.4f}")
+    print(
+        "confusion (rows true, columns predicted):",
+        labels,
+        rnn["confusion_matrix"]["rows_true_cols_predicted"],
+    )
+    (cfg.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:
+    predictor = load_trained(cfg)
+    model = predictor.model
+
+    def classify(token_ids):
+        return {"probabilities": tf.nn.softmax(model(token_ids))}
+
+    eval_path = cfg.run_dir / "eval.json"
+    metadata = {
+        "task": "classify",
+        "dataset": cfg.data.dataset,
+        "labels": predictor.labels,
+        "vocab_size": predictor.tok.vocab_size,
+        "special_ids": {"pad": 0, "unk": 1, "sos": 2, "eos": 3},
+        "max_tokens": MAX_TOKENS,
+        "config": cfg.to_dict(),
+        "data_manifest_sha256": manifest_hash(cfg)
+        if (cfg.data_dir / "manifest.json").exists()
+        else None,
+        "eval": json.loads(eval_path.read_text()) if eval_path.exists() else {},
+        "signatures": {
+            "classify": "(token_ids int32 [B,T]) -> probabilities float32 [B,C] "
+            "in the order of `labels`"
+        },
+    }
+    path = write_version(
+        Path(repository),
+        model,
+        {"classify": (classify, [tf.TensorSpec([None, None], tf.int32, name="token_ids")])},
+        {
+            "tokenizer.spm": predictor.tok.model_proto,
+            "labels.json": json.dumps(predictor.labels).encode(),
+        },
+        metadata,
+    )
+    print(f"exported {path}")
+    return path

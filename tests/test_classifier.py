@@ -1,0 +1,178 @@
+"""Classifier: the many-to-one head, training on a toy rule, export with labels, bad data."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seq2seq.config import load_config
+from seq2seq.data import DataError, prepare, read_split
+from seq2seq.models import Classifier
+from seq2seq.tasks import classification
+
+WORDS = ["red", "blue", "green", "cat", "dog", "tree", "house", "river", "stone", "cloud"]
+
+
+def toy_rows(n=120, seed=0):
+    """Three labels: 'yes' iff the text contains 'cat', 'maybe' iff it contains 'dog'."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        words = list(rng.choice(WORDS[:3] + WORDS[5:], size=rng.integers(2, 7)))
+        label = ["no", "yes", "maybe"][i % 3]
+        if label == "yes":
+            words.insert(int(rng.integers(0, len(words) + 1)), "cat")
+        elif label == "maybe":
+            words.insert(int(rng.integers(0, len(words) + 1)), "dog")
+        rows.append((label, " ".join(words) + f" {i}"))
+    return rows
+
+
+def make_cfg(root, rows, *extra):
+    data = root / "toy.tsv"
+    data.write_text("".join(f"{label}\t{text}\n" for label, text in rows))
+    return load_config(
+        "classify",
+        "tiny",
+        overrides=[
+            f"data.dir={root / 'prepared'}",
+            f"train.run_dir={root / 'runs'}",
+            f"data.data_file={data}",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classify")
+    cfg = make_cfg(root, toy_rows(), "train.max_steps=300", "model.bidirectional=true")
+    prepare(cfg)
+    summary = classification.run_training(cfg, progress=False)
+    return cfg, summary, classification.load_trained(cfg)
+
+
+def test_many_to_one_head_reads_the_last_real_step():
+    model = Classifier(20, 3, embedding_dim=8, units=8, layers=2, bidirectional=True)
+    ids = tf.constant([[4, 5, 6, 7], [8, 9, 0, 0]], tf.int32)
+    padded = tf.pad(ids, [[0, 0], [0, 5]])
+    np.testing.assert_allclose(model(padded), model(ids), atol=1e-6)
+    # the second row alone, unpadded, gives the same logits as in the padded batch
+    np.testing.assert_allclose(model(ids[1:, :2])[0], model(ids)[1], atol=1e-6)
+    # and the last real token matters
+    changed = tf.constant([[4, 5, 6, 7], [8, 10, 0, 0]], tf.int32)
+    assert not np.allclose(model(changed)[1], model(ids)[1])
+
+
+def test_tiny_model_learns_a_toy_rule_to_full_training_accuracy(trained):
+    cfg, summary, _ = trained
+    predictor = classification.load_trained(cfg, "ckpt")  # the final weights, not the best
+    rows = read_split(cfg, "train")
+    predicted = [label for label, _ in predictor.classify([text for _, text in rows])]
+    assert predicted == [label for label, _ in rows]
+    assert predictor.labels == ["maybe", "no", "yes"]
+
+
+def test_evaluation_reports_metrics_and_baseline(trained):
+    cfg, _, _ = trained
+    results = classification.run_evaluation(cfg)
+    rnn = results["rnn"]
+    assert set(rnn) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    matrix = np.array(rnn["confusion_matrix"]["rows_true_cols_predicted"])
+    assert matrix.sum() == len(read_split(cfg, "test"))
+    assert rnn["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-4)
+    assert results["baseline_tfidf_logreg"]["accuracy"] > 0.5
+
+
+FRESH = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "seq2seq":
+                raise ImportError("seq2seq is blocked in this process")
+
+    sys.meta_path.insert(0, Block())
+    import sentencepiece as spm
+    import tensorflow as tf
+
+    path, texts = sys.argv[1], json.loads(sys.argv[2])
+    model = tf.saved_model.load(path)
+    sp = spm.SentencePieceProcessor(model_file=path + "/assets.extra/tokenizer.spm")
+    ids = sp.encode(texts)
+    width = max(map(len, ids))
+    batch = tf.constant([row + [0] * (width - len(row)) for row in ids], tf.int32)
+    probs = model.classify(batch)["probabilities"].numpy()
+    labels = json.load(open(path + "/assets.extra/labels.json"))
+    meta = json.load(open(path + "/assets.extra/metadata.json"))
+    assert "seq2seq" not in sys.modules
+    print(json.dumps({"probs": probs.tolist(), "labels": labels, "meta_labels": meta["labels"]}))
+    """
+)
+
+
+def test_export_keeps_labels_and_probabilities_in_a_fresh_process(trained, tmp_path):
+    cfg, _, predictor = trained
+    path = classification.run_export(cfg, tmp_path / "models" / "classify")
+    texts = ["red cat tree", "dog river", "blue stone cloud green"]
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, str(path), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["labels"] == out["meta_labels"] == ["maybe", "no", "yes"]
+    np.testing.assert_allclose(out["probs"], predictor.probabilities(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "not found"),
+        ("", "empty"),
+        ("no tab on this line\n", "label<TAB>text"),
+        ("pos\tonly one class here\npos\tanother\n", "two classes"),
+    ],
+)
+def test_bad_classification_files_fail_clearly(tmp_path, content, match):
+    path = tmp_path / "bad.tsv"
+    if content is not None:
+        path.write_text(content)
+    cfg = load_config(
+        "classify",
+        "tiny",
+        overrides=[f"data.dir={tmp_path / 'prepared'}", f"data.data_file={path}"],
+    )
+    with pytest.raises(DataError, match=match):
+        prepare(cfg)
+    assert not (tmp_path / "prepared").exists() or not list((tmp_path / "prepared").rglob("*.tsv"))
+
+
+def test_stratified_split_keeps_class_proportions(tmp_path):
+    rows = [("a", f"text {i}") for i in range(90)] + [("b", f"other {i}") for i in range(10)]
+    cfg = make_cfg(tmp_path, rows, "data.valid_fraction=0.2", "data.test_fraction=0.2")
+    manifest = prepare(cfg)
+    test = read_split(cfg, "test")
+    assert sorted(label for label, _ in test).count("b") == 2
+    assert sorted(label for label, _ in test).count("a") == 18
+    assert manifest["counts"]["train"] == 60
+
+
+def test_duplicate_and_conflicting_texts_are_dropped(tmp_path):
+    rows = (
+        [("a", "same text"), ("a", "same  text"), ("b", "clash"), ("a", "clash")]
+        + [("a", f"x {i}") for i in range(10)]
+        + [("b", f"y {i}") for i in range(10)]
+    )
+    cfg = make_cfg(tmp_path, rows, "data.valid_fraction=0", "data.test_fraction=0")
+    counts = prepare(cfg)["counts"]
+    assert counts["dropped_duplicate"] == 2 and counts["dropped_conflicting"] == 1
+    texts = [t for _, t in read_split(cfg, "train")]
+    assert texts.count("same text") == 1 and "clash" not in texts

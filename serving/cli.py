@@ -1,0 +1,93 @@
+"""`seq2seq-client`: translate, classify or describe models on a seq2seq server.
+
+Texts come from the arguments, or one per line from standard input when none are given; one
+line of output per input. Needs only grpcio and protobuf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from serving.client import Client, ServingError
+
+
+def _texts(args) -> list[str]:
+    if args.texts:
+        return args.texts
+    if sys.stdin.isatty():
+        print("reading texts from standard input, one per line (Ctrl-D to end)", file=sys.stderr)
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="seq2seq-client", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--target",
+        default=os.environ.get("SEQ2SEQ_TARGET", "localhost:50051"),
+        help="server host:port (env SEQ2SEQ_TARGET; default localhost:50051)",
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="deadline per call, seconds")
+    p.add_argument(
+        "--token", default=os.environ.get("SEQ2SEQ_TOKEN"), help="bearer token (env SEQ2SEQ_TOKEN)"
+    )
+    p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) to connect with TLS")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("translate", help="translate texts")
+    t.add_argument("texts", nargs="*")
+    t.add_argument("--beam-size", type=int, default=1)
+    t.add_argument("--n-best", type=int, default=1)
+    t.add_argument("--max-length", type=int, default=None)
+    c = sub.add_parser("classify", help="classify texts")
+    c.add_argument("texts", nargs="*")
+    sub.add_parser("info", help="describe the served models and limits")
+    args = p.parse_args(argv)
+
+    try:
+        with Client(
+            args.target, timeout=args.timeout, token=args.token, tls_ca=args.tls_ca
+        ) as client:
+            if args.command == "info":
+                print(json.dumps(client.metadata(), indent=2, ensure_ascii=False))
+                return 0
+            texts = _texts(args)
+            if not texts:
+                print("error: no texts given", file=sys.stderr)
+                return 2
+            if args.command == "translate":
+                for r in client.translate(
+                    texts, beam_size=args.beam_size, n_best=args.n_best, max_length=args.max_length
+                ):
+                    if args.json:
+                        print(
+                            json.dumps(
+                                {
+                                    "text": r.text,
+                                    "score": r.score,
+                                    "hypotheses": [h.__dict__ for h in r.hypotheses],
+                                },
+                                ensure_ascii=False,
+                            )
+                        )
+                    elif args.n_best > 1:
+                        print(" ||| ".join(f"{h.text} ({h.score:.3f})" for h in r.hypotheses))
+                    else:
+                        print(r.text)
+            else:
+                for r in client.classify(texts):
+                    if args.json:
+                        print(json.dumps({"label": r.label, "probabilities": r.probabilities}))
+                    else:
+                        probs = " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
+                        print(f"{r.label}\t{probs}")
+    except ServingError as err:
+        print(f"error: {err.code.name}: {err.details}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

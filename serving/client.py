@@ -1,0 +1,192 @@
+"""Python client for the seq2seq gRPC service. Needs only grpcio and protobuf (no TensorFlow).
+
+Example:
+    >>> from serving.client import Client
+    >>> with Client("localhost:50051") as client:
+    ...     print(client.translate(["Me gusta leer."])[0].text)
+    ...     print(client.classify(["A wonderful film."])[0].label)
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from serving.v1 import seq2seq_pb2 as pb
+from serving.v1 import seq2seq_pb2_grpc as pb_grpc
+
+
+class ServingError(Exception):
+    """An rpc failed. `code` is the grpc.StatusCode, `details` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    score: float
+
+
+@dataclass
+class TranslationResult:
+    """The best translation (`text`, `score`) and every returned hypothesis, best first."""
+
+    hypotheses: list[Hypothesis]
+    model_version: int = 0
+
+    @property
+    def text(self) -> str:
+        return self.hypotheses[0].text
+
+    @property
+    def score(self) -> float:
+        return self.hypotheses[0].score
+
+
+@dataclass
+class ClassificationResult:
+    """The most probable `label` and `probabilities` (label → probability)."""
+
+    label: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    model_version: int = 0
+
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+class Client:
+    """A connection to a seq2seq server.
+
+    Args:
+        target: "host:port".
+        timeout: per-call deadline in seconds (None: no deadline).
+        token: bearer token sent as `authorization` metadata (servers with token auth).
+        tls_ca: path of a PEM CA certificate: connect with TLS and verify the server with it.
+        retries: attempts after the first on UNAVAILABLE, with exponential backoff and jitter.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = None,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ):
+        if tls_ca:
+            with open(tls_ca, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            self._channel = grpc.secure_channel(target, creds)
+        else:
+            self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.Seq2SeqServiceStub(self._channel)
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.retries = retries
+        self.backoff = backoff
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _rpc(self, method, request):
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout, metadata=self._metadata)
+            except grpc.RpcError as err:
+                code = err.code()
+                if code in RETRYABLE and attempt < self.retries:
+                    time.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
+                    attempt += 1
+                    continue
+                raise ServingError(code, err.details() or "") from None
+
+    def translate(
+        self,
+        texts: Sequence[str],
+        beam_size: int = 1,
+        n_best: int = 1,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+        model_version: int | None = None,
+    ) -> list[TranslationResult]:
+        """One result per text, in order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        request = pb.TranslateRequest(texts=list(texts), beam_size=beam_size, n_best=n_best)
+        if max_length is not None:
+            request.max_length = max_length
+        if length_penalty is not None:
+            request.length_penalty = length_penalty
+        if model_version is not None:
+            request.model_version = model_version
+        response = self._rpc(self._stub.Translate, request)
+        return [
+            TranslationResult(
+                [Hypothesis(h.text, h.score) for h in t.hypotheses], response.model_version
+            )
+            for t in response.translations
+        ]
+
+    def classify(
+        self, texts: Sequence[str], model_version: int | None = None
+    ) -> list[ClassificationResult]:
+        """One result per text, in order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        request = pb.ClassifyRequest(texts=list(texts))
+        if model_version is not None:
+            request.model_version = model_version
+        response = self._rpc(self._stub.Classify, request)
+        return [
+            ClassificationResult(
+                r.label, {p.label: p.probability for p in r.probabilities}, response.model_version
+            )
+            for r in response.results
+        ]
+
+    def metadata(self, task: str | None = None) -> dict:
+        """The served models and the server's limits, as plain dicts."""
+        enum = {
+            None: pb.TASK_UNSPECIFIED,
+            "translate": pb.TASK_TRANSLATE,
+            "classify": pb.TASK_CLASSIFY,
+        }
+        if task not in enum:
+            raise ValueError(f"task must be translate, classify or None; got {task!r}")
+        r = self._rpc(self._stub.GetModelMetadata, pb.GetModelMetadataRequest(task=enum[task]))
+        names = {pb.TASK_TRANSLATE: "translate", pb.TASK_CLASSIFY: "classify"}
+        return {
+            "models": [
+                {
+                    "task": names.get(m.task, "unspecified"),
+                    "version": m.version,
+                    "source_language": m.source_language,
+                    "target_language": m.target_language,
+                    "labels": list(m.labels),
+                    "source_vocab_size": m.source_vocab_size,
+                    "target_vocab_size": m.target_vocab_size,
+                    "eval_scores": dict(m.eval_scores),
+                    "dataset": m.dataset,
+                }
+                for m in r.models
+            ],
+            "limits": {f.name: getattr(r.limits, f.name) for f in r.limits.DESCRIPTOR.fields},
+        }

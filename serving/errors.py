@@ -1,0 +1,35 @@
+"""The predictor's error types and request limits. No TensorFlow here: the servicer and the
+client import this module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PredictorError(Exception):
+    """Base of the errors a predictor raises; the servicer maps each to a gRPC status."""
+
+
+class InvalidRequest(PredictorError, ValueError):
+    """The request breaks a rule or a limit (→ INVALID_ARGUMENT)."""
+
+
+class ModelUnavailable(PredictorError):
+    """No model is loaded for the task (→ UNAVAILABLE)."""
+
+
+class VersionNotFound(PredictorError, LookupError):
+    """The requested model version is not loaded (→ NOT_FOUND)."""
+
+
+class Overloaded(PredictorError):
+    """Too much work queued (→ RESOURCE_EXHAUSTED)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_texts: int = 64  # texts per request
+    max_text_chars: int = 2000  # characters per text
+    max_beam_size: int = 16  # beam width
+    max_n_best: int = 16  # hypotheses per text
+    max_output_length: int = 256  # output tokens

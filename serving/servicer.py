@@ -1,0 +1,115 @@
+"""The gRPC servicer: protobuf ↔ Python around a predictor, and errors → status codes.
+
+It holds no TensorFlow: any object with the predictor's methods works (tests use a fake).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from serving.errors import InvalidRequest, ModelUnavailable, Overloaded, VersionNotFound
+from serving.v1 import seq2seq_pb2 as pb
+from serving.v1 import seq2seq_pb2_grpc as pb_grpc
+
+log = logging.getLogger("seq2seq.serving")
+
+# The one place where predictor errors become gRPC status codes.
+STATUS_OF = (
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (VersionNotFound, grpc.StatusCode.NOT_FOUND),
+    (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+)
+TASK_NAMES = {pb.TASK_TRANSLATE: "translate", pb.TASK_CLASSIFY: "classify"}
+TASK_ENUMS = {v: k for k, v in TASK_NAMES.items()}
+
+
+def _optional(msg, field: str):
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
+    """Adapts `predictor` (see serving.predictor.Predictor) to the Seq2SeqService rpcs."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+
+    def _call(self, context, fn, *args, **kwargs):
+        if not context.is_active():
+            context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled or timed out")
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # mapped below; anything else is a server bug
+            for kind, code in STATUS_OF:
+                if isinstance(err, kind):
+                    context.abort(code, str(err))
+            log.exception("internal error")
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}")
+
+    def Translate(self, request, context):
+        results, version = self._call(
+            context,
+            self.predictor.translate,
+            list(request.texts),
+            beam_size=_optional(request, "beam_size"),
+            n_best=_optional(request, "n_best"),
+            max_length=_optional(request, "max_length"),
+            length_penalty=_optional(request, "length_penalty"),
+            model_version=_optional(request, "model_version"),
+        )
+        return pb.TranslateResponse(
+            translations=[
+                pb.Translation(hypotheses=[pb.Hypothesis(text=t, score=s) for t, s in hyps])
+                for hyps in results
+            ],
+            model_version=version,
+        )
+
+    def Classify(self, request, context):
+        results, version = self._call(
+            context,
+            self.predictor.classify,
+            list(request.texts),
+            model_version=_optional(request, "model_version"),
+        )
+        return pb.ClassifyResponse(
+            results=[
+                pb.Classification(
+                    label=label,
+                    probabilities=[pb.LabelProbability(label=n, probability=p) for n, p in probs],
+                )
+                for label, probs in results
+            ],
+            model_version=version,
+        )
+
+    def GetModelMetadata(self, request, context):
+        if request.task not in (pb.TASK_UNSPECIFIED, *TASK_NAMES):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown task {request.task}")
+        described = self._call(context, self.predictor.metadata, TASK_NAMES.get(request.task))
+        lim = self.predictor.limits
+        return pb.GetModelMetadataResponse(
+            models=[
+                pb.ModelMetadata(
+                    task=TASK_ENUMS[d["task"]],
+                    version=d["version"],
+                    source_language=d["source_language"],
+                    target_language=d["target_language"],
+                    labels=d["labels"],
+                    source_vocab_size=d["source_vocab_size"],
+                    target_vocab_size=d["target_vocab_size"],
+                    eval_scores=d["eval_scores"],
+                    dataset=d["dataset"],
+                )
+                for d in described
+            ],
+            limits=pb.Limits(
+                max_texts=lim.max_texts,
+                max_text_chars=lim.max_text_chars,
+                max_beam_size=lim.max_beam_size,
+                max_n_best=lim.max_n_best,
+                max_output_length=lim.max_output_length,
+            ),
+        )

@@ -1,0 +1,204 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TASK_TRANSLATE: _ClassVar[Task]
+    TASK_CLASSIFY: _ClassVar[Task]
+
+TASK_UNSPECIFIED: Task
+TASK_TRANSLATE: Task
+TASK_CLASSIFY: Task
+
+class TranslateRequest(_message.Message):
+    __slots__ = ("texts", "beam_size", "n_best", "max_length", "length_penalty", "model_version")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
+    N_BEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    beam_size: int
+    n_best: int
+    max_length: int
+    length_penalty: float
+    model_version: int
+    def __init__(
+        self,
+        texts: _Optional[_Iterable[str]] = ...,
+        beam_size: _Optional[int] = ...,
+        n_best: _Optional[int] = ...,
+        max_length: _Optional[int] = ...,
+        length_penalty: _Optional[float] = ...,
+        model_version: _Optional[int] = ...,
+    ) -> None: ...
+
+class Hypothesis(_message.Message):
+    __slots__ = ("text", "score")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    score: float
+    def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class Translation(_message.Message):
+    __slots__ = ("hypotheses",)
+    HYPOTHESES_FIELD_NUMBER: _ClassVar[int]
+    hypotheses: _containers.RepeatedCompositeFieldContainer[Hypothesis]
+    def __init__(
+        self, hypotheses: _Optional[_Iterable[_Union[Hypothesis, _Mapping]]] = ...
+    ) -> None: ...
+
+class TranslateResponse(_message.Message):
+    __slots__ = ("translations", "model_version")
+    TRANSLATIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    translations: _containers.RepeatedCompositeFieldContainer[Translation]
+    model_version: int
+    def __init__(
+        self,
+        translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ...,
+        model_version: _Optional[int] = ...,
+    ) -> None: ...
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("texts", "model_version")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    model_version: int
+    def __init__(
+        self, texts: _Optional[_Iterable[str]] = ..., model_version: _Optional[int] = ...
+    ) -> None: ...
+
+class LabelProbability(_message.Message):
+    __slots__ = ("label", "probability")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    probability: float
+    def __init__(
+        self, label: _Optional[str] = ..., probability: _Optional[float] = ...
+    ) -> None: ...
+
+class Classification(_message.Message):
+    __slots__ = ("label", "probabilities")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    probabilities: _containers.RepeatedCompositeFieldContainer[LabelProbability]
+    def __init__(
+        self,
+        label: _Optional[str] = ...,
+        probabilities: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ...,
+    ) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("results", "model_version")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Classification]
+    model_version: int
+    def __init__(
+        self,
+        results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...,
+        model_version: _Optional[int] = ...,
+    ) -> None: ...
+
+class GetModelMetadataRequest(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, str]] = ...) -> None: ...
+
+class ModelMetadata(_message.Message):
+    __slots__ = (
+        "task",
+        "version",
+        "source_language",
+        "target_language",
+        "labels",
+        "source_vocab_size",
+        "target_vocab_size",
+        "eval_scores",
+        "dataset",
+    )
+    class EvalScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EVAL_SCORES_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    version: int
+    source_language: str
+    target_language: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    source_vocab_size: int
+    target_vocab_size: int
+    eval_scores: _containers.ScalarMap[str, float]
+    dataset: str
+    def __init__(
+        self,
+        task: _Optional[_Union[Task, str]] = ...,
+        version: _Optional[int] = ...,
+        source_language: _Optional[str] = ...,
+        target_language: _Optional[str] = ...,
+        labels: _Optional[_Iterable[str]] = ...,
+        source_vocab_size: _Optional[int] = ...,
+        target_vocab_size: _Optional[int] = ...,
+        eval_scores: _Optional[_Mapping[str, float]] = ...,
+        dataset: _Optional[str] = ...,
+    ) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_texts", "max_text_chars", "max_beam_size", "max_n_best", "max_output_length")
+    MAX_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_N_BEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    max_texts: int
+    max_text_chars: int
+    max_beam_size: int
+    max_n_best: int
+    max_output_length: int
+    def __init__(
+        self,
+        max_texts: _Optional[int] = ...,
+        max_text_chars: _Optional[int] = ...,
+        max_beam_size: _Optional[int] = ...,
+        max_n_best: _Optional[int] = ...,
+        max_output_length: _Optional[int] = ...,
+    ) -> None: ...
+
+class GetModelMetadataResponse(_message.Message):
+    __slots__ = ("models", "limits")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelMetadata]
+    limits: Limits
+    def __init__(
+        self,
+        models: _Optional[_Iterable[_Union[ModelMetadata, _Mapping]]] = ...,
+        limits: _Optional[_Union[Limits, _Mapping]] = ...,
+    ) -> None: ...

@@ -1,0 +1,513 @@
+"""End to end: a real server on a free loopback port, tiny exported models, the client library."""
+
+import filecmp
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from seq2seq.config import load_config
+from seq2seq.data import prepare
+from seq2seq.tasks import classification, translation
+from serving.client import Client, ServingError
+from serving.v1 import seq2seq_pb2 as pb
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = [
+    ("I see the cat.", "Veo el gato."),
+    ("I see the dog.", "Veo el perro."),
+    ("We eat bread.", "Comemos pan."),
+    ("They eat bread.", "Comen pan."),
+    ("The cat sleeps.", "El gato duerme."),
+    ("The dog sleeps.", "El perro duerme."),
+]
+REVIEWS = [("pos", f"a good film {i}") for i in range(30)] + [
+    ("neg", f"a bad film {i}") for i in range(30)
+]
+Code = grpc.StatusCode
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_models(root: Path, tasks=("translate", "classify")) -> Path:
+    models = root / "models"
+    if "translate" in tasks:
+        data = root / "pairs.tsv"
+        data.write_text("".join(f"{en}\t{es}\tx\n" for en, es in PAIRS))
+        cfg = load_config(
+            "translate",
+            "tiny",
+            overrides=[
+                f"data.dir={root / 'prepared'}",
+                f"train.run_dir={root / 'runs'}",
+                f"data.data_file={data}",
+                "data.valid_fraction=0",
+                "data.test_fraction=0",
+                "train.max_steps=250",
+                "model.attention=luong",
+            ],
+        )
+        prepare(cfg)
+        translation.run_training(cfg, progress=False)
+        translation.run_export(cfg, models / "translate")
+    if "classify" in tasks:
+        data = root / "reviews.tsv"
+        data.write_text("".join(f"{label}\t{text}\n" for label, text in REVIEWS))
+        cfg = load_config(
+            "classify",
+            "tiny",
+            overrides=[
+                f"data.dir={root / 'prepared'}",
+                f"train.run_dir={root / 'runs'}",
+                f"data.data_file={data}",
+                "train.max_steps=150",
+            ],
+        )
+        prepare(cfg)
+        classification.run_training(cfg, progress=False)
+        classification.run_export(cfg, models / "classify")
+    return models
+
+
+class Server:
+    """`python -m serving` in a subprocess, waited for until it listens."""
+
+    def __init__(self, model_dir: Path, *extra: str):
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(self.port),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self.lines = []
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if "listening on" in line:
+                threading.Thread(target=self._drain, daemon=True).start()
+                return
+        self.stop()
+        raise RuntimeError("server did not start:\n" + "".join(self.lines))
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return export_models(tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    srv = Server(models)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.target, timeout=60) as c:
+        yield c
+
+
+def test_translate_greedy_beam_and_n_best(client):
+    sources = [es for _, es in PAIRS]
+    want = [en for en, _ in PAIRS]
+    assert [r.text for r in client.translate(sources)] == want
+    assert [r.text for r in client.translate(sources, beam_size=4)] == want
+    results = client.translate(["Veo el gato.", "Comen pan."], beam_size=4, n_best=3)
+    assert [len(r.hypotheses) for r in results] == [3, 3]
+    for r in results:
+        scores = [h.score for h in r.hypotheses]
+        assert scores == sorted(scores, reverse=True) and r.score == scores[0]
+        assert len({h.text for h in r.hypotheses}) == 3
+    assert results[0].text == "I see the cat." and results[0].model_version == 1
+
+
+def test_classify_returns_labels_and_probabilities_in_order(client):
+    results = client.classify(["a good film 3", "a bad film 7", "a good film 11"])
+    assert [r.label for r in results] == ["pos", "neg", "pos"]
+    for r in results:
+        assert set(r.probabilities) == {"neg", "pos"}
+        assert math.isclose(sum(r.probabilities.values()), 1.0, rel_tol=1e-5)
+        assert r.probabilities[r.label] == max(r.probabilities.values())
+
+
+def test_metadata_describes_models_and_limits(client):
+    meta = client.metadata()
+    by_task = {m["task"]: m for m in meta["models"]}
+    assert set(by_task) == {"translate", "classify"}
+    assert by_task["translate"]["source_language"] == "spa"
+    assert by_task["translate"]["target_language"] == "eng"
+    assert by_task["classify"]["labels"] == ["neg", "pos"]
+    assert by_task["translate"]["version"] == 1
+    assert meta["limits"]["max_texts"] == 64 and meta["limits"]["max_beam_size"] == 16
+    assert [m["task"] for m in client.metadata("classify")["models"]] == ["classify"]
+
+
+def test_health_per_service_and_reflection(server):
+    with grpc.insecure_channel(server.target) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for name in ("", "seq2seq.serving.v1.Seq2SeqService"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as err:
+            health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
+        assert err.value.code() == Code.NOT_FOUND
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        replies = list(
+            refl.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+            )
+        )
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert {"seq2seq.serving.v1.Seq2SeqService", "grpc.health.v1.Health"} <= names
+
+
+LONG = "x" * 2001
+BAD_TRANSLATE = [
+    ("empty list", dict(texts=[]), Code.INVALID_ARGUMENT, "at least one text"),
+    ("empty string", dict(texts=[""]), Code.INVALID_ARGUMENT, "empty"),
+    ("whitespace only", dict(texts=[" \t\n "]), Code.INVALID_ARGUMENT, "whitespace"),
+    ("one blank among good", dict(texts=["Hola.", "  "]), Code.INVALID_ARGUMENT, "texts[1]"),
+    ("over-long text", dict(texts=[LONG]), Code.INVALID_ARGUMENT, "max_text_chars"),
+    ("too many texts", dict(texts=["Hola."] * 65), Code.INVALID_ARGUMENT, "max_texts"),
+    ("beam 0", dict(texts=["Hola."], beam_size=0), Code.INVALID_ARGUMENT, "beam_size"),
+    ("beam negative", dict(texts=["Hola."], beam_size=-2), Code.INVALID_ARGUMENT, "beam_size"),
+    ("beam huge", dict(texts=["Hola."], beam_size=10**6), Code.INVALID_ARGUMENT, "max_beam_size"),
+    (
+        "n_best > beam",
+        dict(texts=["Hola."], beam_size=2, n_best=3),
+        Code.INVALID_ARGUMENT,
+        "n_best",
+    ),
+    ("n_best 0", dict(texts=["Hola."], n_best=0), Code.INVALID_ARGUMENT, "n_best"),
+    ("n_best negative", dict(texts=["Hola."], n_best=-1), Code.INVALID_ARGUMENT, "n_best"),
+    (
+        "max_length negative",
+        dict(texts=["Hola."], max_length=-5),
+        Code.INVALID_ARGUMENT,
+        "max_length",
+    ),
+    ("max_length 0", dict(texts=["Hola."], max_length=0), Code.INVALID_ARGUMENT, "max_length"),
+    (
+        "max_length huge",
+        dict(texts=["Hola."], max_length=10**7),
+        Code.INVALID_ARGUMENT,
+        "max_output_length",
+    ),
+    (
+        "length_penalty negative",
+        dict(texts=["Hola."], beam_size=2, length_penalty=-1.0),
+        Code.INVALID_ARGUMENT,
+        "length_penalty",
+    ),
+    (
+        "length_penalty NaN",
+        dict(texts=["Hola."], beam_size=2, length_penalty=float("nan")),
+        Code.INVALID_ARGUMENT,
+        "length_penalty",
+    ),
+    (
+        "length_penalty inf",
+        dict(texts=["Hola."], beam_size=2, length_penalty=float("inf")),
+        Code.INVALID_ARGUMENT,
+        "length_penalty",
+    ),
+    ("NUL character", dict(texts=["Ho\x00la"]), Code.INVALID_ARGUMENT, "U+0000"),
+    ("bell character", dict(texts=["Hola\x07"]), Code.INVALID_ARGUMENT, "U+0007"),
+    ("escape sequence", dict(texts=["\x1b[31mHola"]), Code.INVALID_ARGUMENT, "U+001B"),
+    (
+        "unknown model version",
+        dict(texts=["Hola."], model_version=999),
+        Code.NOT_FOUND,
+        "version 999",
+    ),
+    (
+        "negative model version",
+        dict(texts=["Hola."], model_version=-1),
+        Code.NOT_FOUND,
+        "version -1",
+    ),
+]
+GOOD_ODD_TRANSLATE = [
+    ("emoji", ["😀 Veo el gato 🐱"]),
+    ("mixed scripts", ["Hola мир 世界 γειά"]),
+    ("right-to-left script", ["مرحبا بالعالم"]),
+    ("combining marks", ["Veo el gato\u0301."]),
+    ("only punctuation", ["¿¡...!?"]),
+    ("tabs and newlines inside", ["Veo\tel\ngato."]),
+]
+BAD_CLASSIFY = [
+    ("classify empty list", dict(texts=[]), Code.INVALID_ARGUMENT, "at least one text"),
+    ("classify whitespace", dict(texts=["   "]), Code.INVALID_ARGUMENT, "whitespace"),
+    ("classify too many", dict(texts=["ok"] * 100), Code.INVALID_ARGUMENT, "max_texts"),
+    ("classify over-long", dict(texts=[LONG]), Code.INVALID_ARGUMENT, "max_text_chars"),
+    ("classify control character", dict(texts=["good\x01"]), Code.INVALID_ARGUMENT, "U+0001"),
+    (
+        "classify unknown version",
+        dict(texts=["good"], model_version=5),
+        Code.NOT_FOUND,
+        "version 5",
+    ),
+]
+
+
+def _call(stub_method, request):
+    try:
+        return stub_method(request, timeout=30), None
+    except grpc.RpcError as err:
+        return None, err
+
+
+def test_bad_input_gets_the_right_status_and_the_server_keeps_serving(server):
+    seen = 0
+    with grpc.insecure_channel(server.target) as ch:
+        from serving.v1 import seq2seq_pb2_grpc as pb_grpc
+
+        stub = pb_grpc.Seq2SeqServiceStub(ch)
+        cases = [
+            (n, pb.TranslateRequest(**kw), stub.Translate, c, m) for n, kw, c, m in BAD_TRANSLATE
+        ]
+        cases += [
+            (n, pb.ClassifyRequest(**kw), stub.Classify, c, m) for n, kw, c, m in BAD_CLASSIFY
+        ]
+        cases.append(
+            (
+                "unknown task enum value",
+                pb.GetModelMetadataRequest(task=7),
+                stub.GetModelMetadata,
+                Code.INVALID_ARGUMENT,
+                "unknown task",
+            )
+        )
+        for name, request, method, code, message in cases:
+            _, err = _call(method, request)
+            assert err is not None, f"{name}: expected {code.name}, got OK"
+            assert err.code() == code, f"{name}: {err.code().name} {err.details()}"
+            assert message in err.details(), f"{name}: unclear message {err.details()!r}"
+            seen += 1
+        for name, texts in GOOD_ODD_TRANSLATE:
+            reply, err = _call(stub.Translate, pb.TranslateRequest(texts=texts, beam_size=2))
+            assert err is None, f"{name}: {err.code().name} {err.details()}"
+            assert len(reply.translations) == 1 and reply.translations[0].hypotheses
+            seen += 1
+        reply, err = _call(stub.Classify, pb.ClassifyRequest(texts=["🙂🙂", "δοκιμή"]))
+        assert err is None and len(reply.results) == 2
+        seen += 1
+        # a deadline that has passed before the work is done
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Translate(
+                pb.TranslateRequest(texts=["Veo el gato."] * 64, beam_size=16), timeout=0.001
+            )
+        assert err.value.code() == Code.DEADLINE_EXCEEDED
+        seen += 1
+        # bytes that are not a TranslateRequest at all, and an rpc that does not exist
+        raw = ch.unary_unary("/seq2seq.serving.v1.Seq2SeqService/Translate")
+        with pytest.raises(grpc.RpcError) as err:
+            raw(b"\xff\xff\xff\xff", timeout=10)
+        assert err.value.code() in (Code.INTERNAL, Code.INVALID_ARGUMENT)
+        missing = ch.unary_unary("/seq2seq.serving.v1.Seq2SeqService/Summarize")
+        with pytest.raises(grpc.RpcError) as err:
+            missing(b"", timeout=10)
+        assert err.value.code() == Code.UNIMPLEMENTED
+        seen += 2
+        # and it still serves
+        reply = stub.Translate(pb.TranslateRequest(texts=["Veo el gato."]), timeout=30)
+        assert reply.translations[0].hypotheses[0].text == "I see the cat."
+    assert seen >= 30
+
+
+def test_missing_model_answers_unavailable(models, tmp_path):
+    only_classify = tmp_path / "models"
+    (only_classify / "classify").mkdir(parents=True)
+    os.symlink(models / "classify" / "1", only_classify / "classify" / "1")
+    srv = Server(only_classify)
+    try:
+        with Client(srv.target, timeout=30, retries=0) as c:
+            with pytest.raises(ServingError) as err:
+                c.translate(["Hola."])
+            assert err.value.code == Code.UNAVAILABLE
+            assert "no translate model is loaded" in err.value.details
+            assert c.classify(["a good film 1"])[0].label == "pos"
+            assert [m["task"] for m in c.metadata()["models"]] == ["classify"]
+    finally:
+        srv.stop()
+
+
+CLIENT_WITHOUT_TF = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "keras", "seq2seq", "sentencepiece",
+                                      "numpy"):
+                raise ImportError(f"{name} is blocked")
+
+    sys.meta_path.insert(0, Block())
+    from serving.client import Client
+
+    with Client(sys.argv[1], timeout=30) as c:
+        print(c.translate(["Veo el perro."])[0].text)
+        print(c.classify(["a bad film 2"])[0].label)
+    assert not any(m in sys.modules for m in ("tensorflow", "keras", "numpy"))
+    """
+)
+
+
+def test_client_works_with_tensorflow_blocked(server):
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIENT_WITHOUT_TF, server.target],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["I see the dog.", "neg"]
+
+
+def test_cli_reads_arguments_and_stdin(server):
+    cli = [sys.executable, "-m", "serving.cli", "--target", server.target]
+    out = subprocess.run(
+        [*cli, "translate", "Veo el gato."], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert out.returncode == 0 and out.stdout == "I see the cat.\n", out.stderr
+    out = subprocess.run(
+        [*cli, "translate", "--beam-size", "3"],
+        input="Comen pan.\n\nVeo el perro.\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.stdout.splitlines() == ["They eat bread.", "I see the dog."], out.stderr
+    out = subprocess.run(
+        [*cli, "classify", "a good film 9"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert out.stdout.startswith("pos\t")
+    out = subprocess.run([*cli, "info"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert json.loads(out.stdout)["limits"]["max_texts"] == 64
+    out = subprocess.run(
+        [*cli, "translate", "--beam-size", "0", "Hola."],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(models):
+    srv = Server(models)
+    results, errors = [], []
+
+    def work():
+        try:
+            with Client(srv.target, timeout=120, retries=0) as c:
+                results.append(
+                    c.translate(
+                        ["Veo el gato.", "Comen pan."] * 32, beam_size=16, n_best=2, max_length=120
+                    )
+                )
+        except Exception as err:  # noqa: BLE001 - recorded and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # the requests are in flight
+    srv.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=120)
+    code = srv.proc.wait(timeout=60)
+    assert errors == []
+    assert len(results) == 8 and all(len(r) == 64 for r in results)
+    assert results[0][0].text == "I see the cat."
+    assert code == 0
+    assert any("draining" in line for line in srv.lines)
+
+
+def test_gpu_requested_without_gpu_exits_with_a_clear_message(models):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            "--model-dir",
+            str(models),
+            "--port",
+            str(free_port()),
+            "--device",
+            "gpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode != 0
+    assert "DEVICE=gpu but TensorFlow sees no GPU" in proc.stderr
+
+
+def test_generated_protocol_code_is_up_to_date(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'protos'}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            "serving/v1/seq2seq.proto",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    for name in ("seq2seq_pb2.py", "seq2seq_pb2.pyi", "seq2seq_pb2_grpc.py"):
+        fresh, committed = tmp_path / "serving" / "v1" / name, ROOT / "serving" / "v1" / name
+        assert filecmp.cmp(fresh, committed, shallow=False), (
+            f"serving/v1/{name} is stale: run `make protos`"
+        )

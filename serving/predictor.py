@@ -166,9 +166,9 @@ class Predictor:
         limits: request limits.
     """
 
-    def __init__(self, model_dir: str | Path = "models", limits: Limits = Limits()):
+    def __init__(self, model_dir: str | Path = "models", limits: Limits | None = None):
         self.model_dir = Path(model_dir)
-        self.limits = limits
+        self.limits = limits or Limits()
         self.models: dict[str, LoadedModel] = {}
         for task in TASKS:
             found = versions(self.model_dir / task)

@@ -12,7 +12,6 @@ class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_UNSPECIFIED: _ClassVar[Task]
     TASK_TRANSLATE: _ClassVar[Task]
     TASK_CLASSIFY: _ClassVar[Task]
-
 TASK_UNSPECIFIED: Task
 TASK_TRANSLATE: Task
 TASK_CLASSIFY: Task
@@ -31,15 +30,7 @@ class TranslateRequest(_message.Message):
     max_length: int
     length_penalty: float
     model_version: int
-    def __init__(
-        self,
-        texts: _Optional[_Iterable[str]] = ...,
-        beam_size: _Optional[int] = ...,
-        n_best: _Optional[int] = ...,
-        max_length: _Optional[int] = ...,
-        length_penalty: _Optional[float] = ...,
-        model_version: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., beam_size: _Optional[int] = ..., n_best: _Optional[int] = ..., max_length: _Optional[int] = ..., length_penalty: _Optional[float] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class Hypothesis(_message.Message):
     __slots__ = ("text", "score")
@@ -53,9 +44,7 @@ class Translation(_message.Message):
     __slots__ = ("hypotheses",)
     HYPOTHESES_FIELD_NUMBER: _ClassVar[int]
     hypotheses: _containers.RepeatedCompositeFieldContainer[Hypothesis]
-    def __init__(
-        self, hypotheses: _Optional[_Iterable[_Union[Hypothesis, _Mapping]]] = ...
-    ) -> None: ...
+    def __init__(self, hypotheses: _Optional[_Iterable[_Union[Hypothesis, _Mapping]]] = ...) -> None: ...
 
 class TranslateResponse(_message.Message):
     __slots__ = ("translations", "model_version")
@@ -63,11 +52,7 @@ class TranslateResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     translations: _containers.RepeatedCompositeFieldContainer[Translation]
     model_version: int
-    def __init__(
-        self,
-        translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ...,
-        model_version: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("texts", "model_version")
@@ -75,9 +60,7 @@ class ClassifyRequest(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     model_version: int
-    def __init__(
-        self, texts: _Optional[_Iterable[str]] = ..., model_version: _Optional[int] = ...
-    ) -> None: ...
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class LabelProbability(_message.Message):
     __slots__ = ("label", "probability")
@@ -85,9 +68,7 @@ class LabelProbability(_message.Message):
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     label: str
     probability: float
-    def __init__(
-        self, label: _Optional[str] = ..., probability: _Optional[float] = ...
-    ) -> None: ...
+    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Classification(_message.Message):
     __slots__ = ("label", "probabilities")
@@ -95,11 +76,7 @@ class Classification(_message.Message):
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     label: str
     probabilities: _containers.RepeatedCompositeFieldContainer[LabelProbability]
-    def __init__(
-        self,
-        label: _Optional[str] = ...,
-        probabilities: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, label: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("results", "model_version")
@@ -107,11 +84,7 @@ class ClassifyResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Classification]
     model_version: int
-    def __init__(
-        self,
-        results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...,
-        model_version: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class GetModelMetadataRequest(_message.Message):
     __slots__ = ("task",)
@@ -120,17 +93,7 @@ class GetModelMetadataRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, str]] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = (
-        "task",
-        "version",
-        "source_language",
-        "target_language",
-        "labels",
-        "source_vocab_size",
-        "target_vocab_size",
-        "eval_scores",
-        "dataset",
-    )
+    __slots__ = ("task", "version", "source_language", "target_language", "labels", "source_vocab_size", "target_vocab_size", "eval_scores", "dataset")
     class EvalScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,7 +101,6 @@ class ModelMetadata(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-
     TASK_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -157,18 +119,7 @@ class ModelMetadata(_message.Message):
     target_vocab_size: int
     eval_scores: _containers.ScalarMap[str, float]
     dataset: str
-    def __init__(
-        self,
-        task: _Optional[_Union[Task, str]] = ...,
-        version: _Optional[int] = ...,
-        source_language: _Optional[str] = ...,
-        target_language: _Optional[str] = ...,
-        labels: _Optional[_Iterable[str]] = ...,
-        source_vocab_size: _Optional[int] = ...,
-        target_vocab_size: _Optional[int] = ...,
-        eval_scores: _Optional[_Mapping[str, float]] = ...,
-        dataset: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_texts", "max_text_chars", "max_beam_size", "max_n_best", "max_output_length")
@@ -182,14 +133,7 @@ class Limits(_message.Message):
     max_beam_size: int
     max_n_best: int
     max_output_length: int
-    def __init__(
-        self,
-        max_texts: _Optional[int] = ...,
-        max_text_chars: _Optional[int] = ...,
-        max_beam_size: _Optional[int] = ...,
-        max_n_best: _Optional[int] = ...,
-        max_output_length: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, max_texts: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_beam_size: _Optional[int] = ..., max_n_best: _Optional[int] = ..., max_output_length: _Optional[int] = ...) -> None: ...
 
 class GetModelMetadataResponse(_message.Message):
     __slots__ = ("models", "limits")
@@ -197,8 +141,4 @@ class GetModelMetadataResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelMetadata]
     limits: Limits
-    def __init__(
-        self,
-        models: _Optional[_Iterable[_Union[ModelMetadata, _Mapping]]] = ...,
-        limits: _Optional[_Union[Limits, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelMetadata, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...

@@ -91,10 +91,44 @@ protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
 		--grpc_python_out=. protos/serving/v1/seq2seq.proto
 
-serve:  ## (not yet built) fetch data, train, export and start the gRPC server
-	@echo "make serve is not built yet: the gRPC service is an open issue. See README.md."
-	@exit 1
+# `make serve`: everything a fresh clone needs, each step skipped once its output exists.
+# PRESET=tiny serves from models-tiny/ so a demo never shadows the default models.
+MODEL_DIR ?= $(if $(filter tiny,$(PRESET)),models-tiny,models)
+HOST      ?= 127.0.0.1
+PORT      ?= 50051
+DEVICE    ?= cpu
+T_DATA    := data/prepared/translate/tatoeba_spa_eng/manifest.json
+C_DATA    := data/prepared/classify/$(DATASET)/manifest.json
+T_MODEL   := $(MODEL_DIR)/translate/.ready-$(PRESET)
+C_MODEL   := $(MODEL_DIR)/classify/.ready-$(PRESET)-$(DATASET)
 
-clean:  ## remove caches (keeps .venv, data and models)
+$(T_DATA): | $(STAMP)
+	@echo "==> preparing the translation corpus"
+	$(RUN) data $(T_OPTS)
+
+$(C_DATA): | $(STAMP)
+	@echo "==> preparing the $(DATASET) corpus"
+	$(RUN) data $(C_OPTS)
+
+$(T_MODEL): $(T_DATA)
+	@echo "==> no exported translation model for preset $(PRESET): training, evaluating, exporting"
+	$(RUN) train $(T_OPTS)
+	$(RUN) evaluate $(T_OPTS)
+	$(RUN) export $(T_OPTS) --repository $(MODEL_DIR)/translate
+	@touch $@
+
+$(C_MODEL): $(C_DATA)
+	@echo "==> no exported $(DATASET) model for preset $(PRESET): training, evaluating, exporting"
+	$(RUN) train $(C_OPTS)
+	$(RUN) evaluate $(C_OPTS)
+	$(RUN) export $(C_OPTS) --repository $(MODEL_DIR)/classify
+	@touch $@
+
+serve: $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then serve on HOST:PORT
+	@echo "==> serving $(MODEL_DIR)/ on $(HOST):$(PORT) ($(DEVICE)); Ctrl-C stops"
+	$(BIN)/python -m serving --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT) \
+		--device $(DEVICE)
+
+clean:  ## remove caches (keeps .venv, data, runs and models)
 	rm -rf .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,115 @@
+"""The servicer alone, in process (grpc_testing, no socket), over a fake predictor: protobuf ↔
+Python conversion, optional fields, and the one error → status mapping."""
+
+import grpc
+import grpc_testing
+import pytest
+
+from serving.errors import InvalidRequest, Limits, ModelUnavailable, Overloaded, VersionNotFound
+from serving.servicer import Seq2SeqServicer
+from serving.v1 import seq2seq_pb2 as pb
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Seq2SeqService"]
+
+
+class FakePredictor:
+    limits = Limits()
+
+    def __init__(self, error=None):
+        self.error = error
+        self.calls = []
+
+    def translate(self, texts, **options):
+        self.calls.append(("translate", texts, options))
+        if self.error:
+            raise self.error
+        return [[(t.upper(), -0.5), (t.lower(), -1.5)][: options["n_best"] or 1] for t in texts], 7
+
+    def classify(self, texts, model_version=None):
+        if self.error:
+            raise self.error
+        return [("pos", [("neg", 0.25), ("pos", 0.75)]) for _ in texts], 3
+
+    def metadata(self, task=None):
+        return [
+            {
+                "task": "classify",
+                "version": 3,
+                "source_language": "",
+                "target_language": "",
+                "labels": ["neg", "pos"],
+                "source_vocab_size": 100,
+                "target_vocab_size": 0,
+                "eval_scores": {"accuracy": 0.9},
+                "dataset": "toy",
+            }
+        ]
+
+
+def invoke(predictor, method, request):
+    server = grpc_testing.server_from_dictionary(
+        {SERVICE: Seq2SeqServicer(predictor)}, grpc_testing.strict_real_time()
+    )
+    rpc = server.invoke_unary_unary(SERVICE.methods_by_name[method], (), request, None)
+    return rpc.termination()  # (response, trailing metadata, code, details)
+
+
+def test_translate_converts_and_passes_only_set_options():
+    fake = FakePredictor()
+    response, _, code, _ = invoke(
+        fake, "Translate", pb.TranslateRequest(texts=["Hola", "Adiós"], n_best=2)
+    )
+    assert code == grpc.StatusCode.OK
+    assert [[h.text for h in t.hypotheses] for t in response.translations] == [
+        ["HOLA", "hola"],
+        ["ADIÓS", "adiós"],
+    ]
+    assert response.model_version == 7
+    _, texts, options = fake.calls[0]
+    assert texts == ["Hola", "Adiós"]
+    assert options == {
+        "beam_size": None,
+        "n_best": 2,
+        "max_length": None,
+        "length_penalty": None,
+        "model_version": None,
+    }
+
+
+def test_classify_and_metadata_convert():
+    response, _, code, _ = invoke(FakePredictor(), "Classify", pb.ClassifyRequest(texts=["x"]))
+    assert code == grpc.StatusCode.OK and response.results[0].label == "pos"
+    assert [(p.label, p.probability) for p in response.results[0].probabilities] == [
+        ("neg", 0.25),
+        ("pos", 0.75),
+    ]
+    response, _, code, _ = invoke(FakePredictor(), "GetModelMetadata", pb.GetModelMetadataRequest())
+    assert code == grpc.StatusCode.OK
+    assert response.models[0].task == pb.TASK_CLASSIFY and response.limits.max_texts == 64
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (InvalidRequest("bad"), grpc.StatusCode.INVALID_ARGUMENT),
+        (VersionNotFound("no v9"), grpc.StatusCode.NOT_FOUND),
+        (ModelUnavailable("none"), grpc.StatusCode.UNAVAILABLE),
+        (Overloaded("busy"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (RuntimeError("boom"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_errors_map_to_status_codes(error, code):
+    _, _, got, details = invoke(FakePredictor(error), "Translate", pb.TranslateRequest(texts=["a"]))
+    assert got == code
+    assert str(error) in details if code != grpc.StatusCode.INTERNAL else "RuntimeError" in details
+
+
+def test_servicer_module_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, serving.servicer, serving.client; "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,13 +1,12 @@
 """Classifier: the many-to-one head, training on a toy rule, export with labels, bad data."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from fresh import run_blocked
 
 from seq2seq.config import load_config
 from seq2seq.data import DataError, prepare, read_split
@@ -90,14 +89,7 @@ def test_evaluation_reports_metrics_and_baseline(trained):
 
 FRESH = textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "seq2seq":
-                raise ImportError("seq2seq is blocked in this process")
-
-    sys.meta_path.insert(0, Block())
+    import json
     import sentencepiece as spm
     import tensorflow as tf
 
@@ -120,12 +112,7 @@ def test_export_keeps_labels_and_probabilities_in_a_fresh_process(trained, tmp_p
     cfg, _, predictor = trained
     path = classification.run_export(cfg, tmp_path / "models" / "classify")
     texts = ["red cat tree", "dog river", "blue stone cloud green"]
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH, str(path), json.dumps(texts)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_blocked(FRESH, str(path), json.dumps(texts))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["labels"] == out["meta_labels"] == ["maybe", "no", "yes"]

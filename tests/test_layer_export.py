@@ -1,26 +1,18 @@
 """A model built on the explicit-BPTT layer exports as a SavedModel that TensorFlow alone runs."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import tensorflow as tf
+from fresh import run_blocked
 
 from seq2seq.layers import SimpleRNN
 
 FRESH_PROCESS = textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "seq2seq":
-                raise ImportError(f"{name} is blocked in this process")
-
-    sys.meta_path.insert(0, Block())
+    import json
     import numpy as np
     import tensorflow as tf
 
@@ -58,12 +50,7 @@ def test_savedmodel_runs_in_tensorflow_only_process_on_unseen_length(tmp_path):
         [[5, 9, 2, 7, 1, 4, 4, 8, 3, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]],
         [[7, 0, 0]],
     ):
-        proc = subprocess.run(
-            [sys.executable, "-c", FRESH_PROCESS, path, json.dumps(ids)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = run_blocked(FRESH_PROCESS, path, json.dumps(ids))
         assert proc.returncode == 0, proc.stderr[-3000:]
         got = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
         np.testing.assert_allclose(got, model(np.array(ids), training=False), atol=1e-5)

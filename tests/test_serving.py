@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fresh import run_blocked
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -377,15 +378,7 @@ def test_missing_model_answers_unavailable(models, tmp_path):
 
 CLIENT_WITHOUT_TF = textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tensorflow", "keras", "seq2seq", "sentencepiece",
-                                      "numpy"):
-                raise ImportError(f"{name} is blocked")
-
-    sys.meta_path.insert(0, Block())
+    import sys
     from serving.client import Client
 
     with Client(sys.argv[1], timeout=30) as c:
@@ -397,12 +390,12 @@ CLIENT_WITHOUT_TF = textwrap.dedent(
 
 
 def test_client_works_with_tensorflow_blocked(server):
-    proc = subprocess.run(
-        [sys.executable, "-c", CLIENT_WITHOUT_TF, server.target],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_blocked(
+        CLIENT_WITHOUT_TF,
+        server.target,
         cwd=ROOT,
+        timeout=120,
+        blocked=("tensorflow", "keras", "seq2seq", "sentencepiece", "numpy"),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["I see the dog.", "neg"]

@@ -1,13 +1,12 @@
 """Translator: training, decoding, resume and export, on a handful of pairs written here."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from fresh import run_blocked
 
 from seq2seq.config import load_config
 from seq2seq.data import prepare
@@ -142,14 +141,7 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
 
 FRESH = textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "seq2seq":
-                raise ImportError("seq2seq is blocked in this process")
-
-    sys.meta_path.insert(0, Block())
+    import json
     import sentencepiece as spm
     import tensorflow as tf
 
@@ -185,12 +177,7 @@ def test_export_reloads_in_a_tensorflow_and_sentencepiece_only_process(trained, 
     path = translation.run_export(cfg, tmp_path / "models" / "translate")
     assert path.name == "1" and (path / "assets.extra" / "metadata.json").exists()
     texts = [es for _, es in PAIRS[:4]] + ["El perro come pan."]  # last one is unseen
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH, str(path), json.dumps(texts)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_blocked(FRESH, str(path), json.dumps(texts))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     here_greedy = decoder.translate(texts, beam_size=1)

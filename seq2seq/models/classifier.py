@@ -1,0 +1,104 @@
+"""Classifier: embedding + stacked SimpleRNN; the state at the last real step → dense → softmax."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from seq2seq.data.tokenizer import PAD
+from seq2seq.layers import SimpleRNN
+
+
+@keras.saving.register_keras_serializable(package="seq2seq")
+class Classifier(keras.Model):
+    """Many-to-one sequence classifier (seed 000's o_τ: only the last real step is read).
+
+    Masked (padded) steps carry the state forward, so the final state of each SimpleRNN is the
+    state at that sequence's last real token: padding cannot change the prediction.
+
+    Args:
+        vocab_size: SentencePiece vocabulary size.
+        num_classes: number of labels.
+        embedding_dim, units, layers: widths and depth.
+        bidirectional: also read each sequence backwards; the two final states are concatenated.
+        dropout: on embeddings, between layers and before the output layer.
+        recurrent_dropout, bptt_truncation: passed to every SimpleRNN.
+
+    Call arguments:
+        token_ids: (B, T) int32, PAD-padded.
+        training: whether dropout applies.
+
+    Returns:
+        logits (B, num_classes).
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int = 128,
+                 units: int = 128, layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 bptt_truncation: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2; received {num_classes}")
+        self.vocab_size = vocab_size
+        self.num_classes = num_classes
+        self.embedding_dim = embedding_dim
+        self.units = units
+        self.num_layers = layers
+        self.bidirectional = bidirectional
+        self.dropout_rate = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.bptt_truncation = bptt_truncation
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+
+        def stack(prefix, backwards):
+            return [
+                SimpleRNN(units, return_sequences=i + 1 < layers, go_backwards=backwards and i == 0,
+                          recurrent_dropout=recurrent_dropout, bptt_truncation=bptt_truncation,
+                          name=f"{prefix}_{i}")
+                for i in range(layers)
+            ]
+
+        self.forward_layers = stack("forward", False)
+        self.backward_layers = stack("backward", True) if bidirectional else []
+        self.dropout = keras.layers.Dropout(dropout)
+        self.output_layer = keras.layers.Dense(num_classes, name="output")
+
+    def _read(self, x, mask, layers, training):
+        for i, layer in enumerate(layers):
+            if i == 1 and layers[0].go_backwards:
+                mask = tf.reverse(mask, [1])  # outputs of a go_backwards layer are reversed
+            x = layer(x, mask=mask, training=training)
+            if i + 1 < len(layers):
+                x = self.dropout(x, training=training)
+        return x  # (B, N): the state at the last real step
+
+    def call(self, token_ids, training=False):
+        mask = tf.not_equal(token_ids, PAD)
+        x = self.dropout(self.embedding(token_ids), training=training)  # (B, T, E)
+        h = self._read(x, mask, self.forward_layers, training)
+        if self.backward_layers:
+            h = tf.concat([h, self._read(x, mask, self.backward_layers, training)], axis=-1)
+        return self.output_layer(self.dropout(h, training=training))  # (B, C)
+
+    def compute_loss_sums(self, batch, training=False, label_smoothing=0.0, class_weights=None):
+        """(sum of example cross-entropies, number of examples) for one batch."""
+        token_ids, labels = batch
+        logits = tf.cast(self(token_ids, training=training), tf.float32)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        if class_weights is not None:
+            ce = ce * tf.gather(class_weights, labels)
+        return tf.reduce_sum(ce), tf.cast(tf.size(labels), tf.float32)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "num_classes": self.num_classes,
+            "embedding_dim": self.embedding_dim,
+            "units": self.units,
+            "layers": self.num_layers,
+            "bidirectional": self.bidirectional,
+            "dropout": self.dropout_rate,
+            "recurrent_dropout": self.recurrent_dropout,
+            "bptt_truncation": self.bptt_truncation,
+        }

@@ -1,0 +1,150 @@
+"""Translator: embedding + stacked SimpleRNN encoder, decoder initialised with the encoder's final
+states, optional Luong attention, projection to the target vocabulary."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from seq2seq.data.tokenizer import PAD
+from seq2seq.layers import LuongAttention, SimpleRNN
+
+
+@keras.saving.register_keras_serializable(package="seq2seq")
+class Translator(keras.Model):
+    """Encoder-decoder on the explicit-BPTT SimpleRNN.
+
+    Training runs both RNN stacks over whole sequences (teacher forcing: the decoder reads
+    `<sos> y_1 … y_n` and predicts `y_1 … y_n <eos>`). Decoding (`seq2seq.decoding`) runs the
+    same weights one step at a time through each layer's cell, via `encode` and `step`.
+
+    Args:
+        source_vocab_size, target_vocab_size: SentencePiece vocabulary sizes.
+        embedding_dim: token embedding width.
+        units: SimpleRNN state size.
+        layers: stacked SimpleRNN layers in the encoder and in the decoder.
+        attention: "none" or "luong".
+        reverse_source: read the source backwards (padding stays at the end).
+        dropout: on embeddings, between layers and before the projection.
+        recurrent_dropout, bptt_truncation: passed to every SimpleRNN.
+
+    Call arguments:
+        inputs: (source_ids (B, S), decoder_input (B, T)), int32, PAD-padded.
+        training: whether dropout applies.
+
+    Returns:
+        logits (B, T, target_vocab_size).
+    """
+
+    def __init__(self, source_vocab_size: int, target_vocab_size: int, embedding_dim: int = 256,
+                 units: int = 256, layers: int = 1, attention: str = "none",
+                 reverse_source: bool = True, dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, bptt_truncation: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if attention not in ("none", "luong"):
+            raise ValueError(f"attention must be 'none' or 'luong'; received {attention!r}")
+        self.source_vocab_size = source_vocab_size
+        self.target_vocab_size = target_vocab_size
+        self.embedding_dim = embedding_dim
+        self.units = units
+        self.num_layers = layers
+        self.attention_type = attention
+        self.reverse_source = reverse_source
+        self.dropout_rate = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.bptt_truncation = bptt_truncation
+        self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim,
+                                                       name="source_embedding")
+        self.target_embedding = keras.layers.Embedding(target_vocab_size, embedding_dim,
+                                                       name="target_embedding")
+
+        def rnn(name):
+            return SimpleRNN(units, return_sequences=True, return_state=True,
+                             recurrent_dropout=recurrent_dropout,
+                             bptt_truncation=bptt_truncation, name=name)
+
+        self.encoder_layers = [rnn(f"encoder_{i}") for i in range(layers)]
+        self.decoder_layers = [rnn(f"decoder_{i}") for i in range(layers)]
+        self.attention = LuongAttention(units, name="attention") if attention == "luong" else None
+        self.dropout = keras.layers.Dropout(dropout)
+        self.projection = keras.layers.Dense(target_vocab_size, name="projection")
+
+    def encode(self, source_ids, training=False):
+        """Returns (memory (B, S, N), memory mask (B, S), final states: one (B, N) per layer)."""
+        mask = tf.not_equal(source_ids, PAD)
+        if self.reverse_source:
+            lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+            source_ids = tf.reverse_sequence(source_ids, lengths, seq_axis=1, batch_axis=0)
+        x = self.dropout(self.source_embedding(source_ids), training=training)  # (B, S, E)
+        states = []
+        for i, layer in enumerate(self.encoder_layers):
+            x, h = layer(x, mask=mask, training=training)  # (B, S, N), (B, N)
+            states.append(h)
+            if i + 1 < len(self.encoder_layers):
+                x = self.dropout(x, training=training)
+        return x, mask, states
+
+    def call(self, inputs, training=False):
+        source_ids, decoder_input = inputs
+        memory, memory_mask, states = self.encode(source_ids, training=training)
+        mask = tf.not_equal(decoder_input, PAD)
+        y = self.dropout(self.target_embedding(decoder_input), training=training)  # (B, T, E)
+        for i, layer in enumerate(self.decoder_layers):
+            y, _ = layer(y, initial_state=states[i], mask=mask, training=training)  # (B, T, N)
+            if i + 1 < len(self.decoder_layers):
+                y = self.dropout(y, training=training)
+        if self.attention is not None:
+            y, _ = self.attention(y, memory, memory_mask)
+        return self.projection(self.dropout(y, training=training))  # (B, T, V)
+
+    def attention_keys(self, memory):
+        return None if self.attention is None else self.attention.keys(memory)
+
+    def step(self, tokens, states, memory, memory_mask, keys=None):
+        """One decoding step: tokens (B,) → (logits (B, V), new states)."""
+        y = self.target_embedding(tokens)  # (B, E)
+        new_states = []
+        for layer, h in zip(self.decoder_layers, states, strict=True):
+            y, [h] = layer.cell(y, [h])  # (B, N)
+            new_states.append(h)
+        if self.attention is not None:
+            y, _ = self.attention(y[:, None, :], memory, memory_mask, keys=keys)
+            y = y[:, 0, :]
+        return self.projection(y), new_states
+
+    def compute_loss_sums(self, batch, training=False, label_smoothing=0.0):
+        """(sum of token cross-entropies, number of target tokens) for one batch."""
+        source_ids, decoder_input, target = batch
+        logits = self((source_ids, decoder_input), training=training)
+        return masked_cross_entropy(target, logits, label_smoothing)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "source_vocab_size": self.source_vocab_size,
+            "target_vocab_size": self.target_vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "units": self.units,
+            "layers": self.num_layers,
+            "attention": self.attention_type,
+            "reverse_source": self.reverse_source,
+            "dropout": self.dropout_rate,
+            "recurrent_dropout": self.recurrent_dropout,
+            "bptt_truncation": self.bptt_truncation,
+        }
+
+
+def masked_cross_entropy(target, logits, label_smoothing=0.0):
+    """Sum of per-token cross-entropies over non-PAD targets, and their count."""
+    mask = tf.cast(tf.not_equal(target, PAD), tf.float32)
+    logits = tf.cast(logits, tf.float32)
+    if label_smoothing:
+        labels = tf.one_hot(target, tf.shape(logits)[-1])
+        ce = tf.nn.softmax_cross_entropy_with_logits(
+            labels * (1 - label_smoothing) + label_smoothing / tf.cast(tf.shape(logits)[-1],
+                                                                       tf.float32),
+            logits,
+        )
+    else:
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(target, logits)
+    return tf.reduce_sum(ce * mask), tf.reduce_sum(mask)

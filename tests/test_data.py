@@ -188,3 +188,10 @@ def test_batches_are_length_grouped_deterministic_and_resumable():
         for i in range(2)
     ]
     assert len(shards[0]) == len(shards[1]) == 5
+
+
+def test_tokenizer_vocabulary_too_small_for_the_characters_is_raised():
+    sentences = ["abcdefghij klmnopqrstuvwxyz 0123456789 ¿¡áéíóúñ!?"] * 20
+    tok = Tokenizer.train(sentences, vocab_size=10)
+    assert tok.vocab_size >= 45
+    assert tok.decode(tok.encode("¿qué año?")) == "¿qué año?"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from pathlib import Path
+from unicodedata import normalize
 
 import sentencepiece as spm
 
@@ -30,10 +31,22 @@ class Tokenizer:
 
     @classmethod
     def train(cls, sentences: Iterable[str], vocab_size: int, model_type: str = "unigram"):
-        """Trains on `sentences`. A vocabulary larger than the text supports is shrunk to fit."""
+        """Trains on `sentences`.
+
+        A vocabulary larger than the text supports is shrunk to fit; one smaller than the
+        text's distinct characters (every one is kept) is raised to fit, with a note.
+        """
         sentences = list(sentences)
         if not sentences:
             raise ValueError("cannot train a tokenizer on no sentences")
+        chars = {c for s in sentences for c in normalize("NFKC", s) if not c.isspace()}
+        needed = len(chars) + 5  # + pad, unk, sos, eos and the word-boundary piece
+        if vocab_size < needed:
+            print(
+                f"tokenizer: vocabulary size {vocab_size} raised to {needed}: the text has "
+                f"{len(chars)} distinct characters"
+            )
+            vocab_size = needed
         buf = io.BytesIO()
         kwargs = dict(
             sentence_iterator=iter(sentences),

@@ -32,10 +32,19 @@ class Classifier(keras.Model):
         logits (B, num_classes).
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int = 128,
-                 units: int = 128, layers: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 bptt_truncation: int | None = None, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embedding_dim: int = 128,
+        units: int = 128,
+        layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        bptt_truncation: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2; received {num_classes}")
@@ -52,9 +61,14 @@ class Classifier(keras.Model):
 
         def stack(prefix, backwards):
             return [
-                SimpleRNN(units, return_sequences=i + 1 < layers, go_backwards=backwards and i == 0,
-                          recurrent_dropout=recurrent_dropout, bptt_truncation=bptt_truncation,
-                          name=f"{prefix}_{i}")
+                SimpleRNN(
+                    units,
+                    return_sequences=i + 1 < layers,
+                    go_backwards=backwards and i == 0,
+                    recurrent_dropout=recurrent_dropout,
+                    bptt_truncation=bptt_truncation,
+                    name=f"{prefix}_{i}",
+                )
                 for i in range(layers)
             ]
 

@@ -36,10 +36,20 @@ class Translator(keras.Model):
         logits (B, T, target_vocab_size).
     """
 
-    def __init__(self, source_vocab_size: int, target_vocab_size: int, embedding_dim: int = 256,
-                 units: int = 256, layers: int = 1, attention: str = "none",
-                 reverse_source: bool = True, dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0, bptt_truncation: int | None = None, **kwargs):
+    def __init__(
+        self,
+        source_vocab_size: int,
+        target_vocab_size: int,
+        embedding_dim: int = 256,
+        units: int = 256,
+        layers: int = 1,
+        attention: str = "none",
+        reverse_source: bool = True,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        bptt_truncation: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if attention not in ("none", "luong"):
             raise ValueError(f"attention must be 'none' or 'luong'; received {attention!r}")
@@ -53,15 +63,22 @@ class Translator(keras.Model):
         self.dropout_rate = dropout
         self.recurrent_dropout = recurrent_dropout
         self.bptt_truncation = bptt_truncation
-        self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim,
-                                                       name="source_embedding")
-        self.target_embedding = keras.layers.Embedding(target_vocab_size, embedding_dim,
-                                                       name="target_embedding")
+        self.source_embedding = keras.layers.Embedding(
+            source_vocab_size, embedding_dim, name="source_embedding"
+        )
+        self.target_embedding = keras.layers.Embedding(
+            target_vocab_size, embedding_dim, name="target_embedding"
+        )
 
         def rnn(name):
-            return SimpleRNN(units, return_sequences=True, return_state=True,
-                             recurrent_dropout=recurrent_dropout,
-                             bptt_truncation=bptt_truncation, name=name)
+            return SimpleRNN(
+                units,
+                return_sequences=True,
+                return_state=True,
+                recurrent_dropout=recurrent_dropout,
+                bptt_truncation=bptt_truncation,
+                name=name,
+            )
 
         self.encoder_layers = [rnn(f"encoder_{i}") for i in range(layers)]
         self.decoder_layers = [rnn(f"decoder_{i}") for i in range(layers)]
@@ -141,8 +158,8 @@ def masked_cross_entropy(target, logits, label_smoothing=0.0):
     if label_smoothing:
         labels = tf.one_hot(target, tf.shape(logits)[-1])
         ce = tf.nn.softmax_cross_entropy_with_logits(
-            labels * (1 - label_smoothing) + label_smoothing / tf.cast(tf.shape(logits)[-1],
-                                                                       tf.float32),
+            labels * (1 - label_smoothing)
+            + label_smoothing / tf.cast(tf.shape(logits)[-1], tf.float32),
             logits,
         )
     else:

@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     for shape, ratio, target, eff, om, km in summary:
         print(
             f"{','.join(map(str, shape)):>18} {ratio:15.2f}x {target:6.1f}x {eff:17.0%} "
-            f"{om:14.1f} {km:14.1f}  {'ok' if ratio >= target else 'BELOW TARGET'}"
+            f"{om:14.1f} {km:14.1f}  time {'ok' if ratio >= target else 'BELOW TARGET'}, "
+            f"memory {'ok' if om < km else 'ABOVE KERAS'}"
         )
     return 0
 

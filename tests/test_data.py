@@ -131,16 +131,21 @@ def test_missing_exclude_file_is_an_error(tmp_path):
 
 def test_sms_parser_reads_one_message_per_line_despite_stray_quotes():
     text = (
-        ',spam,text\n0,0,"Quoted, with comma"\n1,1,Stray "quote starts here\n'
+        ',spam,text\n0,0,"Quoted, with comma"\n1,1,"Opens a quote it never closes\n'
+        "ham\tA raw line a CSV reader would swallow\nspam\tWIN a prize now\n"
         '2,0,next row survives\n3,1,"Doubled ""quotes"" inside"\n'
     )
     rows = _parse_sms(text, "sms.csv")
     assert rows == [
         ("ham", "Quoted, with comma"),
-        ("spam", 'Stray "quote starts here'),
+        ("spam", "Opens a quote it never closes"),
+        ("ham", "A raw line a CSV reader would swallow"),
+        ("spam", "WIN a prize now"),
         ("ham", "next row survives"),
         ("spam", 'Doubled "quotes" inside'),
     ]
+    with pytest.raises(DataError, match="sms.csv:2"):
+        _parse_sms(",spam,text\nnot a message\n", "sms.csv")
 
 
 def test_normalize_is_nfc_and_single_spaced():

@@ -44,6 +44,7 @@ class ModelConfig:
     units: int = 256  # SimpleRNN state size
     layers: int = 1  # stacked SimpleRNN layers (encoder and decoder alike)
     attention: str = "none"  # translation: none | luong
+    attention_scale: bool = False  # translation: divide Luong scores by √units
     reverse_source: bool = True  # translation: read the source backwards (Sutskever et al.)
     bidirectional: bool = False  # classification: forward + backward reading
     dropout: float = 0.0  # dropout on embeddings and between layers

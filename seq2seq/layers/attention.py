@@ -14,6 +14,8 @@ class LuongAttention(keras.layers.Layer):
 
     Args:
         units: width of the attentional state h̃_t.
+        scale: divide the scores by √units, so that the softmax does not start saturated
+            (with 512 units, unscaled scores have a standard deviation near 10 at init).
 
     Call arguments:
         query: (B, T, N) decoder states.
@@ -29,9 +31,10 @@ class LuongAttention(keras.layers.Layer):
         >>> h, w = att(tf.ones([2, 3, 8]), tf.ones([2, 5, 8]), tf.ones([2, 5], bool))
     """
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(self, units: int, scale: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = units
+        self.scale = scale
         self.supports_masking = True  # the query's (decoder's) mask passes through
         self.key_projection = keras.layers.Dense(units, use_bias=False, name="w_a")
         self.combine = keras.layers.Dense(units, activation="tanh", use_bias=False, name="w_c")
@@ -47,10 +50,12 @@ class LuongAttention(keras.layers.Layer):
     def call(self, query, memory, memory_mask, keys=None):
         keys = self.keys(memory) if keys is None else keys
         scores = tf.matmul(query, keys, transpose_b=True)  # (B, T, S)
+        if self.scale:
+            scores = scores / tf.sqrt(tf.cast(tf.shape(keys)[-1], scores.dtype))
         scores = tf.where(memory_mask[:, None, :], scores, tf.cast(-1e9, scores.dtype))
         weights = tf.nn.softmax(scores, axis=-1)
         context = tf.matmul(weights, memory)  # (B, T, M)
         return self.combine(tf.concat([context, query], axis=-1)), weights
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        return {**super().get_config(), "units": self.units, "scale": self.scale}

@@ -25,6 +25,7 @@ class Translator(keras.Model):
         layers: stacked SimpleRNN layers in the encoder and in the decoder.
         attention: "none" or "luong".
         reverse_source: read the source backwards (padding stays at the end).
+        attention_scale: divide the Luong scores by √units (see LuongAttention).
         dropout: on embeddings, between layers and before the projection.
         recurrent_dropout, bptt_truncation: passed to every SimpleRNN.
 
@@ -48,6 +49,7 @@ class Translator(keras.Model):
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         bptt_truncation: int | None = None,
+        attention_scale: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,6 +65,7 @@ class Translator(keras.Model):
         self.dropout_rate = dropout
         self.recurrent_dropout = recurrent_dropout
         self.bptt_truncation = bptt_truncation
+        self.attention_scale = attention_scale
         self.source_embedding = keras.layers.Embedding(
             source_vocab_size, embedding_dim, name="source_embedding"
         )
@@ -82,7 +85,11 @@ class Translator(keras.Model):
 
         self.encoder_layers = [rnn(f"encoder_{i}") for i in range(layers)]
         self.decoder_layers = [rnn(f"decoder_{i}") for i in range(layers)]
-        self.attention = LuongAttention(units, name="attention") if attention == "luong" else None
+        self.attention = (
+            LuongAttention(units, scale=attention_scale, name="attention")
+            if attention == "luong"
+            else None
+        )
         self.dropout = keras.layers.Dropout(dropout)
         self.projection = keras.layers.Dense(target_vocab_size, name="projection")
 
@@ -148,6 +155,7 @@ class Translator(keras.Model):
             "dropout": self.dropout_rate,
             "recurrent_dropout": self.recurrent_dropout,
             "bptt_truncation": self.bptt_truncation,
+            "attention_scale": self.attention_scale,
         }
 
 

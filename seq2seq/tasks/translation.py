@@ -65,6 +65,7 @@ def build_model(cfg: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> Translat
         dropout=m.dropout,
         recurrent_dropout=m.recurrent_dropout,
         bptt_truncation=m.bptt_truncation,
+        attention_scale=m.attention_scale,
     )
     model((tf.ones([1, 2], tf.int32), tf.ones([1, 2], tf.int32)))  # create the weights
     return model

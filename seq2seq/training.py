@@ -211,9 +211,9 @@ def train(
         if improved:
             best_loss.assign(result.loss)
             bad_evals.assign(0)
+            best_manager.save(checkpoint_number=int(step))
         else:
             bad_evals.assign_add(1)
-        best_manager.save(checkpoint_number=int(step)) if improved else None
         if writer:
             with writer.as_default(step=int(step)):
                 tf.summary.scalar("valid/loss", result.loss)

@@ -33,7 +33,11 @@ def main(argv=None) -> int:
     p.add_argument(
         "--token", default=os.environ.get("SEQ2SEQ_TOKEN"), help="bearer token (env SEQ2SEQ_TOKEN)"
     )
+    p.add_argument("--token-file", default=None, help="read the bearer token from this file")
     p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) to connect with TLS")
+    p.add_argument(
+        "--tls-server-name", default=None, help="name in the server's certificate, if not the host"
+    )
     p.add_argument("--json", action="store_true", help="print JSON lines")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("translate", help="translate texts")
@@ -45,10 +49,23 @@ def main(argv=None) -> int:
     c.add_argument("texts", nargs="*")
     sub.add_parser("info", help="describe the served models and limits")
     args = p.parse_args(argv)
+    token = args.token
+    if args.token_file:
+        try:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        except OSError as err:
+            p.error(f"cannot read --token-file {args.token_file}: {err.strerror}")
+    if args.tls_ca and not os.path.isfile(args.tls_ca):
+        p.error(f"--tls-ca {args.tls_ca}: no such file")
 
     try:
         with Client(
-            args.target, timeout=args.timeout, token=args.token, tls_ca=args.tls_ca
+            args.target,
+            timeout=args.timeout,
+            token=token,
+            tls_ca=args.tls_ca,
+            tls_server_name=args.tls_server_name,
         ) as client:
             if args.command == "info":
                 print(json.dumps(client.metadata(), indent=2, ensure_ascii=False))

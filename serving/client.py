@@ -71,6 +71,8 @@ class Client:
         timeout: per-call deadline in seconds (None: no deadline).
         token: bearer token sent as `authorization` metadata (servers with token auth).
         tls_ca: path of a PEM CA certificate: connect with TLS and verify the server with it.
+        tls_server_name: the name the server's certificate must carry, when it differs from the
+            host in `target` (e.g. connecting by IP address to a certificate for a DNS name).
         retries: attempts after the first on UNAVAILABLE, with exponential backoff and jitter.
     """
 
@@ -81,13 +83,17 @@ class Client:
         timeout: float | None = None,
         token: str | None = None,
         tls_ca: str | None = None,
+        tls_server_name: str | None = None,
         retries: int = 3,
         backoff: float = 0.2,
     ):
         if tls_ca:
             with open(tls_ca, "rb") as f:
                 creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-            self._channel = grpc.secure_channel(target, creds)
+            options = (
+                [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+            )
+            self._channel = grpc.secure_channel(target, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.Seq2SeqServiceStub(self._channel)

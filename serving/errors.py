@@ -26,6 +26,10 @@ class Overloaded(PredictorError):
     """Too much work queued (→ RESOURCE_EXHAUSTED)."""
 
 
+class DeadlineExceeded(PredictorError, TimeoutError):
+    """The caller's deadline passed before the model answered (→ DEADLINE_EXCEEDED)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     max_texts: int = 64  # texts per request

@@ -1,29 +1,47 @@
-"""The predictor: loads exported models and answers requests. Knows nothing of gRPC.
+"""The predictor: loads exported models, batches requests, reloads new versions. No gRPC.
 
 It uses TensorFlow and SentencePiece only (not the `seq2seq` training package): an export is a
-SavedModel plus `assets.extra/` (tokenizers, metadata), loaded from a TF-Serving-style
-repository `<model_dir>/<task>/<version>/`, newest version first.
+SavedModel plus `assets.extra/` (tokenizers, metadata), kept in a TF-Serving-style repository
+`<model_dir>/<task>/<version>/`. The newest complete version of each task is served; a watcher
+thread polls the repository and swaps in a newer version (loaded and warmed up first) while the
+old one finishes the requests already given to it, then lets it go.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import math
+import threading
 import unicodedata
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 import tensorflow as tf
 
-from serving.errors import InvalidRequest, Limits, ModelUnavailable, VersionNotFound
+from serving.batching import Batcher, BatchingOptions
+from serving.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    Limits,
+    ModelUnavailable,
+    VersionNotFound,
+)
 
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
 TASKS = ("translate", "classify")
+log = logging.getLogger("seq2seq.serving")
 
 
 def versions(repository: Path) -> list[int]:
-    """The complete numeric versions in a repository, oldest first (temporary folders skipped)."""
+    """The complete numeric versions in a repository, oldest first.
+
+    A version is a folder named by a number holding saved_model.pb and
+    assets.extra/metadata.json; anything else (e.g. `.tmp-7`, still being written) is skipped.
+    """
     if not repository.is_dir():
         return []
     found = []
@@ -53,7 +71,8 @@ class LoadedModel:
         extra = self.path / "assets.extra"
         self.metadata = json.loads((extra / "metadata.json").read_text())
         self.task = self.metadata["task"]
-        self.version = int(self.metadata.get("version", self.path.name))
+        # The folder name is the version (as in TF Serving): a copied export takes its new name.
+        self.version = int(self.path.name) if self.path.name.isdigit() else 0
         self.module = tf.saved_model.load(str(self.path))
         if self.task == "translate":
             self.source = spm.SentencePieceProcessor(model_file=str(extra / "source.spm"))
@@ -108,6 +127,10 @@ class LoadedModel:
         else:
             self.classify(["hello"])
 
+    def release(self) -> None:
+        """Drops the SavedModel so TensorFlow can free it (the object is unusable after)."""
+        self.module = None
+
     def describe(self) -> dict:
         m = self.metadata
         scores = {}
@@ -158,37 +181,203 @@ def _check_texts(texts, limits: Limits) -> list[str]:
     return clean
 
 
+def _signature(path: Path) -> tuple:
+    """(files, bytes, newest mtime) of a folder: it changes while the folder is being written."""
+    files = size = newest = 0
+    for f in path.rglob("*"):
+        st = f.stat()
+        files, size, newest = files + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return files, size, newest
+
+
+class _Served:
+    """A loaded version and the number of requests holding it (queued or running)."""
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+        self.in_flight = 0
+        self.retired = False
+
+
+class NullMetrics:
+    """The metrics interface the predictor reports to; this one records nothing."""
+
+    def batch(self, task: str, items: int, requests: int) -> None: ...
+
+    def track_queue(self, task: str, depth) -> None: ...
+
+    def model_loaded(self, task: str, version: int) -> None: ...
+
+    def reload(self, task: str, ok: bool) -> None: ...
+
+
 class Predictor:
-    """Serves the newest version of each task found under `model_dir`.
+    """Serves the newest complete version of each task under `model_dir`, with dynamic batching.
 
     Args:
         model_dir: the model repository root (holding translate/ and classify/).
         limits: request limits.
+        batching: BatchingOptions for each task's batcher.
+        poll_seconds: how often to look for new versions (0: never, load once at start). A new
+            version is loaded once its folder has been unchanged for one poll.
+        metrics: an object with NullMetrics's methods (serving.metrics.Metrics for Prometheus).
     """
 
-    def __init__(self, model_dir: str | Path = "models", limits: Limits | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path = "models",
+        limits: Limits | None = None,
+        batching: BatchingOptions | None = None,
+        poll_seconds: float = 0.0,
+        metrics=None,
+    ):
         self.model_dir = Path(model_dir)
         self.limits = limits or Limits()
-        self.models: dict[str, LoadedModel] = {}
+        self.batching = batching or BatchingOptions()
+        self.metrics = metrics or NullMetrics()
+        self._lock = threading.Lock()
+        self._served: dict[str, _Served] = {}
+        self._pending: dict[str, tuple[int, tuple]] = {}  # task → (version, signature) seen once
+        self._failed: dict[tuple[str, int], tuple] = {}  # (task, version) → signature that failed
         for task in TASKS:
-            found = versions(self.model_dir / task)
-            if found:
-                model = LoadedModel(self.model_dir / task / str(found[-1]))
-                model.warm_up()
-                self.models[task] = model
+            self.refresh(task, wait_until_stable=False)
+        self._batchers = {}
+        for task in TASKS:
+            batcher = Batcher(
+                lambda key, items, task=task: self._run_batch(task, key, items),
+                self.batching,
+                on_batch=lambda key, n, r, task=task: self.metrics.batch(task, n, r),
+                name=f"batch-{task}",
+            )
+            self.metrics.track_queue(task, lambda b=batcher: b.queue_depth)
+            self._batchers[task] = batcher
+        self._stop = threading.Event()
+        self._watcher = None
+        if poll_seconds > 0:
+            self._watcher = threading.Thread(
+                target=self._watch, args=(poll_seconds,), name="model-watcher", daemon=True
+            )
+            self._watcher.start()
 
-    def _model(self, task: str, version: int | None) -> LoadedModel:
-        model = self.models.get(task)
-        if model is None:
-            raise ModelUnavailable(
-                f"no {task} model is loaded: export one into {self.model_dir / task}/<version>/ "
-                f"(make export-{task}) and restart the server"
-            )
-        if version is not None and version != model.version:
-            raise VersionNotFound(
-                f"{task} model version {version} is not loaded (serving version {model.version})"
-            )
-        return model
+    @property
+    def models(self) -> dict[str, LoadedModel]:
+        """The model now served for each task."""
+        with self._lock:
+            return {task: served.model for task, served in self._served.items()}
+
+    # --- versions ------------------------------------------------------------------------------
+
+    def refresh(self, task: str, wait_until_stable: bool = True) -> int | None:
+        """Swaps in the newest complete version of `task` if it is not the one served.
+
+        Returns the version now served (None: none). A version that fails to load is logged and
+        skipped until its files change; the served version stays.
+        """
+        found = versions(self.model_dir / task)
+        with self._lock:
+            current = self._served.get(task)
+        current_version = current.model.version if current else None
+        if not found or found[-1] == current_version:
+            self._pending.pop(task, None)
+            return current_version
+        newest = found[-1]
+        path = self.model_dir / task / str(newest)
+        try:
+            signature = _signature(path)
+        except OSError:  # removed while we looked
+            return current_version
+        if self._failed.get((task, newest)) == signature:
+            return current_version
+        if wait_until_stable and self._pending.get(task) != (newest, signature):
+            self._pending[task] = (newest, signature)  # load it at the next poll if unchanged
+            return current_version
+        self._pending.pop(task, None)
+        try:
+            model = LoadedModel(path)
+            if model.task != task:
+                raise ValueError(f"its metadata says task {model.task!r}, not {task!r}")
+            model.warm_up()
+        except Exception as err:
+            self._failed[(task, newest)] = signature
+            log.error("%s version %d in %s cannot be loaded, skipped: %s", task, newest, path, err)
+            self.metrics.reload(task, ok=False)
+            return current_version
+        with self._lock:
+            self._served[task] = _Served(model)
+        if current is not None:
+            self._retire(current)
+        log.info("%s: now serving version %d (was %s)", task, newest, current_version)
+        self.metrics.model_loaded(task, newest)
+        self.metrics.reload(task, ok=True)
+        return newest
+
+    def _watch(self, poll_seconds: float) -> None:
+        while not self._stop.wait(poll_seconds):
+            for task in TASKS:
+                try:
+                    self.refresh(task)
+                except Exception:  # the watcher must survive anything the file system does
+                    log.exception("looking for new %s versions failed", task)
+
+    def _acquire(self, task: str, version: int | None) -> _Served:
+        with self._lock:
+            served = self._served.get(task)
+            if served is None:
+                raise ModelUnavailable(
+                    f"no {task} model is loaded: export one into {self.model_dir / task}/"
+                    f"<version>/ (make export-{task}); the server picks it up"
+                )
+            if version is not None and version != served.model.version:
+                raise VersionNotFound(
+                    f"{task} model version {version} is not loaded "
+                    f"(serving version {served.model.version})"
+                )
+            served.in_flight += 1
+            return served
+
+    def _release(self, served: _Served) -> None:
+        with self._lock:
+            served.in_flight -= 1
+            free = served.retired and served.in_flight == 0
+        if free:
+            self._free(served)
+
+    def _retire(self, served: _Served) -> None:
+        with self._lock:
+            served.retired = True
+            free = served.in_flight == 0
+        if free:
+            self._free(served)
+
+    @staticmethod
+    def _free(served: _Served) -> None:
+        log.info("released %s version %d", served.model.task, served.model.version)
+        served.model.release()
+        gc.collect()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _run_batch(self, task: str, key: tuple, items: list) -> list:
+        served = key[0]
+        if task == "classify":
+            return served.model.classify(items)
+        _, beam_size, max_length, alpha = key
+        n_best = max(n for _, n in items)
+        results = served.model.translate(
+            [text for text, _ in items], beam_size, n_best, max_length, alpha
+        )
+        return [hyps[:n] for hyps, (_, n) in zip(results, items, strict=True)]
+
+    def _batched(self, task: str, key: tuple, items: list, timeout: float | None) -> list:
+        future = self._batchers[task].submit(key, items)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            if not future.cancel():  # already running: let it finish before the model is let go
+                future.result()
+            raise DeadlineExceeded(
+                f"the deadline passed before the model answered ({timeout:.3f} s left at arrival)"
+            ) from None
 
     def translate(
         self,
@@ -198,6 +387,7 @@ class Predictor:
         max_length=None,
         length_penalty=None,
         model_version=None,
+        timeout=None,
     ):
         """For each text, n_best (text, score) hypotheses; returns (results, version)."""
         lim = self.limits
@@ -222,19 +412,36 @@ class Predictor:
         ):
             raise InvalidRequest(f"length_penalty must be in [0, 2], got {length_penalty}")
         texts = _check_texts(texts, lim)
-        model = self._model("translate", model_version)
-        info = model.describe()
-        max_length = max_length or min(info["default_max_length"], lim.max_output_length)
-        alpha = info["default_length_penalty"] if length_penalty is None else length_penalty
-        return model.translate(texts, beam_size, n_best, max_length, alpha), model.version
+        served = self._acquire("translate", model_version)
+        try:
+            info = served.model.describe()
+            max_length = max_length or min(info["default_max_length"], lim.max_output_length)
+            alpha = info["default_length_penalty"] if length_penalty is None else length_penalty
+            # Greedy ignores the length penalty: let all greedy requests share batches.
+            key = (served, beam_size, max_length, 0.0 if beam_size == 1 else float(alpha))
+            items = [(text, n_best) for text in texts]
+            return self._batched("translate", key, items, timeout), served.model.version
+        finally:
+            self._release(served)
 
-    def classify(self, texts, model_version=None):
+    def classify(self, texts, model_version=None, timeout=None):
         """For each text, (label, [(label, probability), …]); returns (results, version)."""
         texts = _check_texts(texts, self.limits)
-        model = self._model("classify", model_version)
-        return model.classify(texts), model.version
+        served = self._acquire("classify", model_version)
+        try:
+            return self._batched("classify", (served,), texts, timeout), served.model.version
+        finally:
+            self._release(served)
 
     def metadata(self, task: str | None = None) -> list[dict]:
         if task is not None and task not in TASKS:
             raise InvalidRequest(f"unknown task {task!r}")
         return [m.describe() for t, m in self.models.items() if task in (None, t)]
+
+    def close(self) -> None:
+        """Stops the watcher and the batchers (queued requests are answered first)."""
+        self._stop.set()
+        for batcher in self._batchers.values():
+            batcher.close()
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)

@@ -1,7 +1,8 @@
-"""The gRPC server: predictor + servicer + health + reflection, graceful shutdown on signals.
+"""The gRPC server: predictor (batching, hot reload) + servicer + health + reflection, with
+optional TLS, bearer-token auth and a Prometheus endpoint; drains in-flight rpcs on SIGTERM.
 
-Configured by flags or environment: MODEL_DIR (models), HOST (127.0.0.1), PORT (50051),
-DEVICE (cpu|gpu), WORKERS (request threads).
+Settings: `--config serving.yaml` (see serving/config.example.yaml), then the flags below; the
+token comes from `--token-file` or the SEQ2SEQ_TOKEN environment variable, never from a flag.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from serving.errors import Limits
+from serving import config as serving_config
+from serving.security import TokenAuth, read_token, server_credentials
 from serving.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
 from serving.v1 import seq2seq_pb2_grpc as pb_grpc
@@ -43,11 +45,24 @@ def select_device(device: str) -> None:
         raise SystemExit(f"error: DEVICE must be cpu or gpu, got {device!r}")
 
 
-def build_server(predictor, host: str, port: int, workers: int = 8):
+def build_server(
+    predictor,
+    cfg: serving_config.ServingConfig,
+    *,
+    token: str | None = None,
+    metrics=None,
+):
     """Returns (server, bound port, health servicer); the server is not started."""
+    interceptors = []
+    if metrics is not None:
+        interceptors.append(metrics.interceptor())  # outermost: it sees auth failures too
+    if token:
+        interceptors.append(TokenAuth(token))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers),
+        futures.ThreadPoolExecutor(max_workers=cfg.server.workers, thread_name_prefix="rpc"),
+        interceptors=interceptors,
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
     )
     pb_grpc.add_Seq2SeqServiceServicer_to_server(Seq2SeqServicer(predictor), server)
     health_servicer = health.HealthServicer()
@@ -60,53 +75,124 @@ def build_server(predictor, host: str, port: int, workers: int = 8):
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{cfg.server.host}:{cfg.server.port}"
+    sec = cfg.security
+    if sec.tls_cert:
+        bound = server.add_secure_port(address, server_credentials(sec.tls_cert, sec.tls_key))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
-        raise SystemExit(f"error: cannot listen on {host}:{port} (in use or not permitted)")
+        raise SystemExit(f"error: cannot listen on {address} (in use or not permitted)")
     serving = health_pb2.HealthCheckResponse.SERVING
     health_servicer.set("", serving)
     health_servicer.set(SERVICE, serving)
     return server, bound, health_servicer
 
 
-def serve(model_dir: str, host: str, port: int, device: str, workers: int) -> int:
-    select_device(device)
+def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
+    # Everything that can fail on bad settings fails before the (slow) model loading.
+    if cfg.security.tls_cert:
+        server_credentials(cfg.security.tls_cert, cfg.security.tls_key)
+    select_device(cfg.server.device)
+    from serving.metrics import Metrics
     from serving.predictor import Predictor
 
-    predictor = Predictor(model_dir, Limits())
+    metrics = Metrics() if cfg.metrics.port >= 0 else None
+    predictor = Predictor(
+        cfg.models.model_dir,
+        cfg.limits,
+        batching=cfg.batching,
+        poll_seconds=cfg.models.poll_seconds,
+        metrics=metrics,
+    )
     if not predictor.models:
-        log.warning("no models found under %s: every rpc will answer UNAVAILABLE", model_dir)
-    server, bound, health_servicer = build_server(predictor, host, port, workers)
+        log.warning(
+            "no models under %s yet: rpcs answer UNAVAILABLE until a version appears",
+            cfg.models.model_dir,
+        )
+    server, bound, health_servicer = build_server(predictor, cfg, token=token, metrics=metrics)
+    metrics_port = None
+    if metrics is not None:
+        try:
+            metrics_port = metrics.start_http(cfg.metrics.port, cfg.metrics.host)
+        except OSError as err:
+            raise SystemExit(
+                f"error: cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port}: "
+                f"{err.strerror}"
+            ) from None
     stopped = threading.Event()
 
     def shutdown(signum, _frame):
+        if stopped.is_set():
+            return
         log.info("signal %s: draining in-flight requests, then exiting", signum)
         health_servicer.enter_graceful_shutdown()
-        server.stop(grace=30).wait()
+        server.stop(grace=cfg.server.grace_seconds).wait()
+        predictor.close()
+        if metrics is not None:
+            metrics.stop_http()
         stopped.set()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     server.start()
     loaded = ", ".join(f"{t} v{m.version}" for t, m in predictor.models.items()) or "no models"
-    print(f"seq2seq server listening on {host}:{bound} ({device}; {loaded})", flush=True)
+    extras = [cfg.server.device, loaded]
+    extras.append("TLS" if cfg.security.tls_cert else "plaintext")
+    if token:
+        extras.append("token auth")
+    if metrics_port is not None:
+        extras.append(f"metrics on http://{cfg.metrics.host}:{metrics_port}/metrics")
+    print(
+        f"seq2seq server listening on {cfg.server.host}:{bound} ({'; '.join(extras)})", flush=True
+    )
     stopped.wait()
     print("seq2seq server stopped", flush=True)
     return 0
 
 
+# flag → (section.key, type, help)
+FLAGS = {
+    "--model-dir": ("models.model_dir", str, "model repository root (models/)"),
+    "--poll-seconds": ("models.poll_seconds", float, "look for new versions this often (0: never)"),
+    "--host": ("server.host", str, "bind address (127.0.0.1)"),
+    "--port": ("server.port", int, "gRPC port (50051)"),
+    "--device": ("server.device", str, "cpu or gpu"),
+    "--workers": ("server.workers", int, "request threads (64)"),
+    "--max-batch-size": ("batching.max_batch_size", int, "texts per model call (32)"),
+    "--max-wait-us": ("batching.max_wait_us", int, "wait for a fuller batch, µs (2000)"),
+    "--queue-capacity": ("batching.queue_capacity", int, "texts queued before refusing (1024)"),
+    "--batch-threads": ("batching.threads", int, "concurrent model calls per task (1)"),
+    "--tls-cert": ("security.tls_cert", str, "PEM certificate: serve TLS"),
+    "--tls-key": ("security.tls_key", str, "PEM private key"),
+    "--token-file": ("security.token_file", str, "require this bearer token (or SEQ2SEQ_TOKEN)"),
+    "--metrics-port": ("metrics.port", int, "Prometheus /metrics port (-1 off, 0 any)"),
+}
+
+
 def main(argv=None) -> int:
-    env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", default=env("MODEL_DIR", "models"))
-    p.add_argument("--host", default=env("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(env("PORT", "50051")))
-    p.add_argument("--device", default=env("DEVICE", "cpu"), choices=["cpu", "gpu"])
-    p.add_argument("--workers", type=int, default=int(env("WORKERS", "8")))
+    p = argparse.ArgumentParser(
+        prog="python -m serving",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+    )
+    p.add_argument("--config", help="serving YAML config (see serving/config.example.yaml)")
+    for flag, (dest, kind, help_text) in FLAGS.items():
+        p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
     args = p.parse_args(argv)
+    overrides = {dest: getattr(args, dest) for dest, _, _ in FLAGS.values()}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        cfg = serving_config.load(args.config, overrides)
+    except ValueError as err:
+        p.error(str(err))
+    token = None
+    if cfg.security.token_file:
+        token = read_token(cfg.security.token_file)
+    elif os.environ.get("SEQ2SEQ_TOKEN"):
+        token = os.environ["SEQ2SEQ_TOKEN"].strip()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return serve(args.model_dir, args.host, args.port, args.device, args.workers)
+    return serve(cfg, token)
 
 
 if __name__ == "__main__":

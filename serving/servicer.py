@@ -9,7 +9,13 @@ import logging
 
 import grpc
 
-from serving.errors import InvalidRequest, ModelUnavailable, Overloaded, VersionNotFound
+from serving.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    ModelUnavailable,
+    Overloaded,
+    VersionNotFound,
+)
 from serving.v1 import seq2seq_pb2 as pb
 from serving.v1 import seq2seq_pb2_grpc as pb_grpc
 
@@ -21,6 +27,7 @@ STATUS_OF = (
     (VersionNotFound, grpc.StatusCode.NOT_FOUND),
     (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 TASK_NAMES = {pb.TASK_TRANSLATE: "translate", pb.TASK_CLASSIFY: "classify"}
 TASK_ENUMS = {v: k for k, v in TASK_NAMES.items()}
@@ -28,6 +35,12 @@ TASK_ENUMS = {v: k for k, v in TASK_NAMES.items()}
 
 def _optional(msg, field: str):
     return getattr(msg, field) if msg.HasField(field) else None
+
+
+def _time_left(context) -> float | None:
+    """Seconds to the call's deadline, None when it has none."""
+    left = context.time_remaining()
+    return None if left is None or left > 1e6 else max(left, 0.0)
 
 
 class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
@@ -58,6 +71,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             max_length=_optional(request, "max_length"),
             length_penalty=_optional(request, "length_penalty"),
             model_version=_optional(request, "model_version"),
+            timeout=_time_left(context),
         )
         return pb.TranslateResponse(
             translations=[
@@ -73,6 +87,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             self.predictor.classify,
             list(request.texts),
             model_version=_optional(request, "model_version"),
+            timeout=_time_left(context),
         )
         return pb.ClassifyResponse(
             results=[

@@ -5,7 +5,14 @@ import grpc
 import grpc_testing
 import pytest
 
-from serving.errors import InvalidRequest, Limits, ModelUnavailable, Overloaded, VersionNotFound
+from serving.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    Limits,
+    ModelUnavailable,
+    Overloaded,
+    VersionNotFound,
+)
 from serving.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
 
@@ -25,7 +32,8 @@ class FakePredictor:
             raise self.error
         return [[(t.upper(), -0.5), (t.lower(), -1.5)][: options["n_best"] or 1] for t in texts], 7
 
-    def classify(self, texts, model_version=None):
+    def classify(self, texts, model_version=None, timeout=None):
+        self.calls.append(("classify", texts, {"model_version": model_version, "timeout": timeout}))
         if self.error:
             raise self.error
         return [("pos", [("neg", 0.25), ("pos", 0.75)]) for _ in texts], 3
@@ -73,7 +81,21 @@ def test_translate_converts_and_passes_only_set_options():
         "max_length": None,
         "length_penalty": None,
         "model_version": None,
+        "timeout": None,
     }
+
+
+def test_the_deadline_reaches_the_predictor():
+    fake = FakePredictor()
+    server = grpc_testing.server_from_dictionary(
+        {SERVICE: Seq2SeqServicer(fake)}, grpc_testing.strict_real_time()
+    )
+    rpc = server.invoke_unary_unary(
+        SERVICE.methods_by_name["Classify"], (), pb.ClassifyRequest(texts=["x"]), 5.0
+    )
+    assert rpc.termination()[2] == grpc.StatusCode.OK
+    timeout = fake.calls[0][2]["timeout"]
+    assert 4.0 < timeout <= 5.0
 
 
 def test_classify_and_metadata_convert():
@@ -95,6 +117,7 @@ def test_classify_and_metadata_convert():
         (VersionNotFound("no v9"), grpc.StatusCode.NOT_FOUND),
         (ModelUnavailable("none"), grpc.StatusCode.UNAVAILABLE),
         (Overloaded("busy"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
         (RuntimeError("boom"), grpc.StatusCode.INTERNAL),
     ],
 )

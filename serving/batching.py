@@ -1,0 +1,179 @@
+"""Dynamic batching: requests from concurrent callers merged into one model call, split back.
+
+No TensorFlow and no gRPC here. A `Batcher` owns a queue and one worker thread per lane; a
+caller `submit`s its items under a *key* (requests only share a model call when their keys are
+equal: same model version and decoding options) and blocks on the returned future. The worker
+takes the oldest request, waits at most `max_wait_us` after its arrival for more requests with
+the same key, runs `run_batch(key, items)` once on all their items (at most `max_batch_size`, a
+single larger request runs alone), and gives each caller its own slice of the results, in order.
+
+Over `queue_capacity` queued items, `submit` raises `Overloaded` at once (→ RESOURCE_EXHAUSTED):
+a bounded queue keeps latency bounded and tells clients to back off, instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from serving.errors import Overloaded
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 32  # most items (texts) in one model call
+    max_wait_us: int = 2000  # longest wait for company after a request arrives, microseconds
+    queue_capacity: int = 1024  # most items waiting; beyond it, requests are refused
+    threads: int = 1  # model calls run concurrently (1 suits a CPU; 2 overlaps host and GPU)
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "queue_capacity", "threads"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(
+                    f"batching.{name} must be an integer ≥ 1, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.max_wait_us, int) or self.max_wait_us < 0:
+            raise ValueError(
+                f"batching.max_wait_us must be an integer ≥ 0, got {self.max_wait_us!r}"
+            )
+
+
+@dataclass
+class _Request:
+    key: Hashable
+    items: Sequence
+    future: Future
+    arrived: float
+
+
+class Batcher:
+    """Merges concurrent `submit` calls into batched `run_batch(key, items) -> results` calls.
+
+    Args:
+        run_batch: called on a worker thread with a key and a list of items; returns one result
+            per item, in order. An exception fails every request of that batch.
+        options: sizes and waits (BatchingOptions).
+        on_batch: optional callback(key, n_items, n_requests) after each model call (metrics).
+        name: thread name prefix.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[Hashable, list], Sequence],
+        options: BatchingOptions | None = None,
+        on_batch: Callable[[Hashable, int, int], None] | None = None,
+        name: str = "batcher",
+    ):
+        self.run_batch = run_batch
+        self.options = options or BatchingOptions()
+        self.on_batch = on_batch
+        self._queue: deque[_Request] = deque()
+        self._queued_items = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(self.options.threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting (not yet in a model call)."""
+        return self._queued_items
+
+    def submit(self, key: Hashable, items: Sequence) -> Future:
+        """Queues `items` under `key`; the future's result is their results, in order."""
+        if not items:
+            raise ValueError("submit needs at least one item")
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise Overloaded("the server is shutting down")
+            cap = self.options.queue_capacity
+            if self._queued_items + len(items) > cap:
+                raise Overloaded(
+                    f"the request queue is full ({self._queued_items} texts waiting, capacity "
+                    f"{cap}): retry after a short backoff"
+                )
+            self._queue.append(_Request(key, list(items), future, time.monotonic()))
+            self._queued_items += len(items)
+            self._cond.notify_all()
+        return future
+
+    def __call__(self, key: Hashable, items: Sequence, timeout: float | None = None) -> list:
+        """Submits and waits for the results."""
+        return self.submit(key, items).result(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stops accepting requests, finishes the queued ones, then stops the workers."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+
+    # --- worker side ---------------------------------------------------------------------------
+
+    def _take(self) -> list[_Request] | None:
+        """Blocks until a batch is due; removes and returns its requests (None: closed)."""
+        opts = self.options
+        with self._cond:
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                first = self._queue[0]
+                deadline = first.arrived + opts.max_wait_us / 1e6
+                while not self._closed and self._queue and self._queue[0] is first:
+                    same = sum(len(r.items) for r in self._queue if r.key == first.key)
+                    left = deadline - time.monotonic()
+                    if same >= opts.max_batch_size or left <= 0:
+                        break
+                    self._cond.wait(left)
+                if self._queue and self._queue[0] is first:
+                    break  # else another worker took it: start over
+            # The oldest request always goes; others with its key join while they fit.
+            batch, size, rest = [], 0, deque()
+            for r in self._queue:
+                fits = r.key == first.key and size + len(r.items) <= opts.max_batch_size
+                if r is first or fits:
+                    batch.append(r)
+                    size += len(r.items)
+                else:
+                    rest.append(r)
+            self._queue = rest
+            self._queued_items -= size
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            items = [x for r in live for x in r.items]
+            try:
+                results = list(self.run_batch(live[0].key, items))
+                if len(results) != len(items):
+                    raise RuntimeError(
+                        f"run_batch returned {len(results)} results for {len(items)} items"
+                    )
+            except BaseException as err:  # every caller of the batch sees the failure
+                for r in live:
+                    r.future.set_exception(err)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(live[0].key, len(items), len(live))
+            start = 0
+            for r in live:
+                r.future.set_result(results[start : start + len(r.items)])
+                start += len(r.items)

@@ -1,0 +1,125 @@
+"""The server's settings: dataclass defaults < YAML file (--config) < environment < flags.
+
+The YAML file has the sections below, each optional; an unknown section or key, or a value of
+the wrong type, is an error that names it. `serving/config.example.yaml` lists every setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.batching import BatchingOptions
+from serving.errors import Limits
+
+
+@dataclass
+class ServerSection:
+    host: str = "127.0.0.1"  # bind address; loopback unless you mean to expose it
+    port: int = 50051  # gRPC port (0: any free port)
+    workers: int = 64  # request threads (each waits while its request is in a batch)
+    max_concurrent_rpcs: int = 256  # more rpcs at once are refused with RESOURCE_EXHAUSTED
+    device: str = "cpu"  # cpu | gpu (gpu: fail at start when TensorFlow sees none)
+    grace_seconds: float = 30.0  # on SIGTERM/SIGINT, time given to in-flight rpcs
+
+
+@dataclass
+class ModelsSection:
+    model_dir: str = "models"  # repository root: <model_dir>/<task>/<version>/
+    poll_seconds: float = 2.0  # how often to look for new versions (0: never)
+
+
+@dataclass
+class SecuritySection:
+    tls_cert: str = ""  # PEM certificate (chain); with tls_key, serve TLS only
+    tls_key: str = ""  # PEM private key
+    token_file: str = ""  # file holding the bearer token clients must send (or env SEQ2SEQ_TOKEN)
+
+
+@dataclass
+class MetricsSection:
+    port: int = -1  # Prometheus /metrics HTTP port (-1: off, 0: any free port)
+    host: str = "127.0.0.1"  # its bind address
+
+
+@dataclass
+class ServingConfig:
+    server: ServerSection = field(default_factory=ServerSection)
+    models: ModelsSection = field(default_factory=ModelsSection)
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
+    limits: Limits = field(default_factory=Limits)
+    security: SecuritySection = field(default_factory=SecuritySection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+
+    def validate(self) -> ServingConfig:
+        s = self.server
+        if not 0 <= s.port <= 65535:
+            raise ValueError(f"server.port must be in [0, 65535], got {s.port}")
+        if s.workers < 1 or s.max_concurrent_rpcs < 1:
+            raise ValueError("server.workers and server.max_concurrent_rpcs must be ≥ 1")
+        if s.device not in ("cpu", "gpu"):
+            raise ValueError(f"server.device must be cpu or gpu, got {s.device!r}")
+        if s.grace_seconds < 0 or self.models.poll_seconds < 0:
+            raise ValueError("server.grace_seconds and models.poll_seconds must be ≥ 0")
+        if bool(self.security.tls_cert) != bool(self.security.tls_key):
+            raise ValueError("security.tls_cert and security.tls_key go together: give both")
+        if not -1 <= self.metrics.port <= 65535:
+            raise ValueError(
+                f"metrics.port must be -1 (off) or in [0, 65535], got {self.metrics.port}"
+            )
+        for f in dataclasses.fields(self.limits):
+            if getattr(self.limits, f.name) < 1:
+                raise ValueError(f"limits.{f.name} must be ≥ 1")
+        return self
+
+
+def _typed(section: str, key: str, value, default):
+    kind = type(default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and value is None:
+        return ""
+    if type(value) is not kind:
+        raise ValueError(
+            f"{section}.{key} must be {kind.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> ServingConfig:
+    """Defaults, then the YAML file at `path`, then `overrides` ({"section.key": value})."""
+    values: dict[str, dict] = {}
+    if path:
+        import yaml
+
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ValueError(f"cannot read the serving config {path}: {err.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise ValueError(f"{path}: expected sections (server:, batching:, …) of key: value")
+        values = {k: dict(v) for k, v in loaded.items()}
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        values.setdefault(section, {})[key] = value
+    base = ServingConfig()
+    sections = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    built = {}
+    for name, default in sections.items():
+        given = values.pop(name, {})
+        known = {f.name for f in dataclasses.fields(default)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown setting {name}.{unknown[0]}; {name} has: {', '.join(sorted(known))}"
+            )
+        typed = {k: _typed(name, k, v, getattr(default, k)) for k, v in given.items()}
+        built[name] = dataclasses.replace(default, **typed)
+    if values:
+        raise ValueError(f"unknown section {sorted(values)[0]!r}; sections: {', '.join(sections)}")
+    return ServingConfig(**built).validate()

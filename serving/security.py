@@ -1,0 +1,101 @@
+"""Transport security and authentication: TLS credentials and bearer-token checking.
+
+Token auth is a server interceptor: every rpc except the health service (load balancers and
+orchestrators probe it without secrets) must carry `authorization: Bearer <token>` metadata.
+The comparison is constant-time (hmac.compare_digest over SHA-256 digests, so neither the
+content nor the length of the expected token leaks through timing); a missing or wrong token
+is answered UNAUTHENTICATED before the request reaches the servicer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import grpc
+
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def read_token(path: str | Path) -> str:
+    """The token in a file (surrounding whitespace stripped); a clear error if unusable."""
+    path = Path(path)
+    try:
+        token = path.read_text().strip()
+    except OSError as err:
+        raise SystemExit(f"error: cannot read the token file {path}: {err.strerror}") from None
+    if not token:
+        raise SystemExit(f"error: the token file {path} is empty")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise SystemExit(f"error: the token in {path} has whitespace or unprintable characters")
+    return token
+
+
+def server_credentials(cert_file: str | Path, key_file: str | Path) -> grpc.ServerCredentials:
+    """TLS credentials from PEM certificate (chain) and private key files."""
+    pems = []
+    for what, path in (("certificate", cert_file), ("key", key_file)):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise SystemExit(f"error: cannot read the TLS {what} {path}: {err.strerror}") from None
+        if b"-----BEGIN" not in data:
+            raise SystemExit(f"error: the TLS {what} {path} is not a PEM file")
+        pems.append(data)
+    return grpc.ssl_server_credentials([(pems[1], pems[0])])
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+class TokenAuth(grpc.ServerInterceptor):
+    """Lets an rpc through only with `authorization: Bearer <token>` (health checks are open)."""
+
+    def __init__(self, token: str, open_prefixes=OPEN_METHOD_PREFIXES):
+        if not token:
+            raise ValueError("the token is empty")
+        self._expected = _digest(f"Bearer {token}")
+        self._open = tuple(open_prefixes)
+
+    def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method.startswith(self._open):
+            return continuation(handler_call_details)
+        sent = [
+            v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"
+        ]
+        value = sent[0] if sent else ""
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if hmac.compare_digest(_digest(value), self._expected):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        message = (
+            "invalid bearer token"
+            if sent
+            else "missing bearer token: send metadata 'authorization: Bearer <token>'"
+        )
+        return _denying(handler, message)
+
+
+def _denying(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
+
+    def deny(_request_or_iterator, context):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    make = kinds[(bool(handler.request_streaming), bool(handler.response_streaming))]
+    return make(
+        deny,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

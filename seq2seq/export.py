@@ -43,7 +43,10 @@ def write_version(
     archive.track(model)
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
-    archive.write_out(str(tmp), verbose=False)
+    # Serving needs no gradients; without them the loader registers no custom-gradient functions
+    # (a global registry that would keep every loaded version alive: memory growth on reload).
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+    archive.write_out(str(tmp), options=options, verbose=False)
     extra = tmp / "assets.extra"
     extra.mkdir()
     for name, data in assets.items():

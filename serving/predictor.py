@@ -36,6 +36,18 @@ TASKS = ("translate", "classify")
 log = logging.getLogger("seq2seq.serving")
 
 
+class _NoGradientWarning(logging.Filter):
+    """Exports leave out custom gradients on purpose (serving needs none, and loading them
+    would register every version's functions in a global registry forever); TensorFlow warns
+    about it at each load."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "unsaved custom gradients" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoGradientWarning())
+
+
 def versions(repository: Path) -> list[int]:
     """The complete numeric versions in a repository, oldest first.
 

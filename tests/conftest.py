@@ -13,3 +13,11 @@ import pytest  # noqa: E402
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Tiny translate + classify exports (version 1 of each) shared by the serving tests."""
+    from servers import export_models
+
+    return export_models(tmp_path_factory.mktemp("serving"))

@@ -1,0 +1,140 @@
+"""Helpers for the serving tests: tiny exported models and a real server in a subprocess."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from seq2seq.config import load_config
+from seq2seq.data import prepare
+from seq2seq.tasks import classification, translation
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = [
+    ("I see the cat.", "Veo el gato."),
+    ("I see the dog.", "Veo el perro."),
+    ("We eat bread.", "Comemos pan."),
+    ("They eat bread.", "Comen pan."),
+    ("The cat sleeps.", "El gato duerme."),
+    ("The dog sleeps.", "El perro duerme."),
+]
+REVIEWS = [("pos", f"a good film {i}") for i in range(30)] + [
+    ("neg", f"a bad film {i}") for i in range(30)
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_models(root: Path, tasks=("translate", "classify")) -> Path:
+    models = root / "models"
+    if "translate" in tasks:
+        data = root / "pairs.tsv"
+        data.write_text("".join(f"{en}\t{es}\tx\n" for en, es in PAIRS))
+        cfg = load_config(
+            "translate",
+            "tiny",
+            overrides=[
+                f"data.dir={root / 'prepared'}",
+                f"train.run_dir={root / 'runs'}",
+                f"data.data_file={data}",
+                "data.valid_fraction=0",
+                "data.test_fraction=0",
+                "train.max_steps=250",
+                "model.attention=luong",
+            ],
+        )
+        prepare(cfg)
+        translation.run_training(cfg, progress=False)
+        translation.run_export(cfg, models / "translate")
+    if "classify" in tasks:
+        data = root / "reviews.tsv"
+        data.write_text("".join(f"{label}\t{text}\n" for label, text in REVIEWS))
+        cfg = load_config(
+            "classify",
+            "tiny",
+            overrides=[
+                f"data.dir={root / 'prepared'}",
+                f"train.run_dir={root / 'runs'}",
+                f"data.data_file={data}",
+                "train.max_steps=150",
+            ],
+        )
+        prepare(cfg)
+        classification.run_training(cfg, progress=False)
+        classification.run_export(cfg, models / "classify")
+    return models
+
+
+class Server:
+    """`python -m serving` in a subprocess, waited for until it listens."""
+
+    def __init__(self, model_dir: Path, *extra: str, env: dict | None = None):
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(self.port),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self.lines = []
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if "listening on" in line:
+                threading.Thread(target=self._drain, daemon=True).start()
+                return
+        self.stop()
+        raise RuntimeError("server did not start:\n" + "".join(self.lines))
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def rss_mib(self) -> float:
+        """The server process's resident memory, MiB (Linux /proc)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+def wait_for(condition, timeout: float = 60, every: float = 0.1, what: str = "condition"):
+    """Polls `condition()` until it is truthy; returns its value or fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

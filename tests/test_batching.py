@@ -1,0 +1,174 @@
+"""The dynamic batcher alone (no TensorFlow, no gRPC): merging, splitting, keys, waits, limits."""
+
+import threading
+import time
+
+import pytest
+
+from serving.batching import Batcher, BatchingOptions
+from serving.errors import Overloaded
+
+
+class Recorder:
+    """A model stand-in: answers item → (key, item * 10) and records each call's size."""
+
+    def __init__(self, delay=0.0, gate=None):
+        self.calls = []
+        self.delay = delay
+        self.gate = gate
+
+    def __call__(self, key, items):
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.calls.append((key, list(items)))
+        time.sleep(self.delay)
+        return [(key, x * 10) for x in items]
+
+
+def submit_together(batcher, requests):
+    """Submits every (key, items) from its own thread at the same moment; returns the results."""
+    results = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def one(i, key, items):
+        start.wait()
+        results[i] = batcher(key, items, timeout=10)
+
+    threads = [threading.Thread(target=one, args=(i, *r)) for i, r in enumerate(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    return results
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_results_in_order():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(max_batch_size=64, max_wait_us=200_000))
+    requests = [("k", [i * 100 + j for j in range(i % 3 + 1)]) for i in range(12)]
+    results = submit_together(batcher, requests)
+    for (key, items), got in zip(requests, results, strict=True):
+        assert got == [(key, x * 10) for x in items]
+    # 24 items from 12 callers, all within the 200 ms window: far fewer calls than requests.
+    assert sum(len(items) for _, items in model.calls) == 24
+    assert len(model.calls) <= 3
+    batcher.close()
+
+
+def test_batches_never_exceed_max_batch_size_but_a_large_request_runs_whole():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(max_batch_size=4, max_wait_us=100_000))
+    results = submit_together(batcher, [("k", [i, i]) for i in range(6)] + [("k", list(range(9)))])
+    assert results[-1] == [("k", x * 10) for x in range(9)]
+    sizes = sorted(len(items) for _, items in model.calls)
+    assert sizes[-1] == 9  # the oversized request alone
+    assert all(s <= 4 for s in sizes[:-1]) and sum(sizes) == 21
+    batcher.close()
+
+
+def test_different_keys_never_share_a_call():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(max_batch_size=64, max_wait_us=100_000))
+    requests = [(("beam", i % 2), [i]) for i in range(10)]
+    results = submit_together(batcher, requests)
+    assert results == [[(key, items[0] * 10)] for key, items in requests]
+    for key, items in model.calls:
+        assert all(x % 2 == key[1] for x in items)
+    batcher.close()
+
+
+def test_a_full_batch_goes_at_once_and_a_lone_request_waits_at_most_max_wait():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(max_batch_size=2, max_wait_us=5_000_000))
+    start = time.monotonic()
+    submit_together(batcher, [("k", [1]), ("k", [2])])
+    assert time.monotonic() - start < 2.5  # did not sit out the 5 s window
+    batcher.close()
+
+    batcher = Batcher(Recorder(), BatchingOptions(max_batch_size=64, max_wait_us=50_000))
+    start = time.monotonic()
+    assert batcher("k", [3], timeout=5) == [("k", 30)]
+    waited = time.monotonic() - start
+    assert 0.045 <= waited < 1.0
+    batcher.close()
+
+
+def test_over_capacity_is_refused_at_once_and_nothing_queued_is_lost():
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+    batcher = Batcher(model, BatchingOptions(max_batch_size=2, max_wait_us=0, queue_capacity=3))
+    running = batcher.submit("k", [0])  # taken by the worker, which blocks on the gate
+    deadline = time.monotonic() + 5
+    while batcher.queue_depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queued = [batcher.submit("k", [1, 2]), batcher.submit("k", [3])]
+    assert batcher.queue_depth == 3
+    with pytest.raises(Overloaded, match="queue is full"):
+        batcher.submit("k", [4])
+    gate.set()
+    assert running.result(5) == [("k", 0)]
+    assert [f.result(5) for f in queued] == [[("k", 10), ("k", 20)], [("k", 30)]]
+    assert batcher.submit("k", [5]).result(5) == [("k", 50)]  # room again
+    batcher.close()
+
+
+def test_a_failing_model_call_fails_only_its_own_requests():
+    def run(key, items):
+        if key == "bad":
+            raise RuntimeError("model exploded")
+        return items
+
+    batcher = Batcher(run, BatchingOptions(max_wait_us=0))
+    with pytest.raises(RuntimeError, match="model exploded"):
+        batcher("bad", [1], timeout=5)
+    assert batcher("good", [2], timeout=5) == [2]
+    wrong = Batcher(lambda key, items: items[:-1], BatchingOptions(max_wait_us=0))
+    with pytest.raises(RuntimeError, match="returned 1 results for 2 items"):
+        wrong("k", [1, 2], timeout=5)
+    batcher.close()
+    wrong.close()
+
+
+def test_cancelled_requests_are_skipped_and_close_drains_the_queue():
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+    batcher = Batcher(model, BatchingOptions(max_batch_size=1, max_wait_us=0))
+    first = batcher.submit("k", [1])
+    deadline = time.monotonic() + 5
+    while batcher.queue_depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dropped, kept = batcher.submit("k", [2]), batcher.submit("k", [3])
+    assert dropped.cancel()
+    gate.set()
+    batcher.close()
+    assert first.result(1) == [("k", 10)] and kept.result(1) == [("k", 30)]
+    assert [items for _, items in model.calls] == [[1], [3]]
+    with pytest.raises(Overloaded, match="shutting down"):
+        batcher.submit("k", [4])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(max_batch_size=0), "max_batch_size"),
+        (dict(queue_capacity=-1), "queue_capacity"),
+        (dict(max_wait_us=-5), "max_wait_us"),
+        (dict(threads=0), "threads"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        BatchingOptions(**options)
+
+
+def test_two_worker_threads_run_batches_concurrently():
+    gate = threading.Barrier(2, timeout=5)  # both calls must be inside the model at once
+
+    def run(key, items):
+        gate.wait()
+        return items
+
+    batcher = Batcher(run, BatchingOptions(max_batch_size=1, max_wait_us=0, threads=2))
+    a, b = batcher.submit("k", [1]), batcher.submit("k", [2])
+    assert a.result(5) == [1] and b.result(5) == [2]
+    batcher.close()

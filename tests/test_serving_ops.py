@@ -1,0 +1,457 @@
+"""The server in operation: TLS, token auth, Prometheus metrics, batching under load, hot reload
+(also under load, and memory across reloads), SIGTERM under load. Real servers on loopback."""
+
+import datetime
+import ipaddress
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from servers import PAIRS, REVIEWS, ROOT, Server, free_port, wait_for
+
+from serving.client import Client, ServingError
+
+Code = grpc.StatusCode
+TOKEN = "s3cret-token-0123456789"
+
+
+# --- certificates ------------------------------------------------------------------------------
+
+
+def _name(common_name):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_pki(folder: Path) -> dict:
+    """A CA, and a server certificate it signed for localhost and 127.0.0.1 (PEM files)."""
+    now = datetime.datetime.now(datetime.UTC)
+    files = {}
+
+    def write(name, data):
+        files[name] = folder / name
+        files[name].write_bytes(data)
+
+    def key_pem(key):
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def cert(subject, key, issuer, issuer_key, ca, sans=()):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(subject))
+            .issuer_name(_name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    for prefix in ("", "other-"):  # "other-" is a CA the server's certificate does not chain to
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        write(f"{prefix}ca.pem", cert(f"{prefix}test CA", ca_key, f"{prefix}test CA", ca_key, True))
+        if not prefix:
+            key = ec.generate_private_key(ec.SECP256R1())
+            sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            write("server.pem", cert("localhost", key, "test CA", ca_key, False, sans))
+            write("server.key", key_pem(key))
+    return files
+
+
+@pytest.fixture(scope="module")
+def secure(models, tmp_path_factory):
+    """One server with TLS, token auth and metrics on (module-scoped: it starts in seconds)."""
+    folder = tmp_path_factory.mktemp("pki")
+    pki = make_pki(folder)
+    token_file = folder / "token"
+    token_file.write_text(TOKEN + "\n")
+    metrics_port = free_port()
+    srv = Server(
+        models,
+        "--tls-cert", str(pki["server.pem"]),
+        "--tls-key", str(pki["server.key"]),
+        "--token-file", str(token_file),
+        "--metrics-port", str(metrics_port),
+    )  # fmt: skip
+    srv.pki, srv.token_file, srv.metrics_port = pki, token_file, metrics_port
+    yield srv
+    srv.stop()
+
+
+def scrape(port: int) -> dict:
+    """{(sample name, frozenset(labels)): value} from the server's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def requests_total(metrics, rpc, code):
+    return metrics.get(("seq2seq_requests_total", frozenset({"rpc": rpc, "code": code}.items())), 0)
+
+
+# --- TLS and auth ------------------------------------------------------------------------------
+
+
+def test_tls_with_the_right_token_serves(secure):
+    ca = str(secure.pki["ca.pem"])
+    with Client(secure.target, timeout=30, tls_ca=ca, token=TOKEN) as c:
+        assert c.translate(["Veo el gato."])[0].text == "I see the cat."
+        assert c.classify(["a good film 1"])[0].label == "pos"
+    assert "TLS; token auth" in secure.log()
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", TOKEN + "x", TOKEN[:-1], "Bearer " + TOKEN])
+def test_missing_or_wrong_token_is_unauthenticated(secure, token):
+    with Client(secure.target, timeout=30, tls_ca=str(secure.pki["ca.pem"]), token=token) as c:
+        with pytest.raises(ServingError) as err:
+            c.translate(["Veo el gato."])
+        assert err.value.code == Code.UNAUTHENTICATED
+        assert ("missing" if not token else "invalid") in err.value.details
+        with pytest.raises(ServingError) as err:
+            c.metadata()
+        assert err.value.code == Code.UNAUTHENTICATED
+
+
+def test_health_is_open_but_reflection_needs_the_token(secure):
+    creds = grpc.ssl_channel_credentials(secure.pki["ca.pem"].read_bytes())
+    with grpc.secure_channel(secure.target, creds) as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as err:
+            list(refl.ServerReflectionInfo(iter([ask]), timeout=10))
+        assert err.value.code() == Code.UNAUTHENTICATED
+        meta = (("authorization", f"Bearer {TOKEN}"),)
+        replies = list(refl.ServerReflectionInfo(iter([ask]), timeout=10, metadata=meta))
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert "seq2seq.serving.v1.Seq2SeqService" in names
+
+
+def test_plaintext_and_untrusted_ca_cannot_connect(secure):
+    with Client(secure.target, timeout=10, token=TOKEN, retries=0) as c:
+        with pytest.raises(ServingError) as err:
+            c.classify(["a good film 1"])
+        assert err.value.code == Code.UNAVAILABLE
+    with Client(
+        secure.target, timeout=10, tls_ca=str(secure.pki["other-ca.pem"]), token=TOKEN, retries=0
+    ) as c:
+        with pytest.raises(ServingError) as err:
+            c.classify(["a good film 1"])
+        assert err.value.code == Code.UNAVAILABLE
+
+
+def test_cli_speaks_tls_and_sends_the_token(secure):
+    cli = [sys.executable, "-m", "serving.cli", "--target", f"localhost:{secure.port}"]
+    tls = ["--tls-ca", str(secure.pki["ca.pem"])]
+
+    def run(*args):
+        return subprocess.run(
+            [*cli, *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env={}
+        )
+
+    out = run(*tls, "--token-file", str(secure.token_file), "translate", "Comen pan.")
+    assert out.returncode == 0 and out.stdout == "They eat bread.\n", out.stderr
+    out = run(*tls, "--token", TOKEN, "classify", "a bad film 4")
+    assert out.returncode == 0 and out.stdout.startswith("neg\t"), out.stderr
+    out = run(*tls, "translate", "Comen pan.")
+    assert out.returncode == 1 and "UNAUTHENTICATED: missing bearer token" in out.stderr
+    out = run("--tls-ca", "/no/such/ca.pem", "info")
+    assert out.returncode == 2 and "no such file" in out.stderr
+
+
+def test_bad_security_settings_stop_the_server_with_a_clear_message(models, tmp_path):
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    not_pem = tmp_path / "cert.txt"
+    not_pem.write_text("hello")
+    cases = [
+        (["--token-file", str(empty)], "is empty"),
+        (["--token-file", str(tmp_path / "missing")], "cannot read the token file"),
+        (["--tls-cert", str(not_pem)], "tls_cert and security.tls_key go together"),
+        (["--tls-cert", str(not_pem), "--tls-key", str(not_pem)], "is not a PEM file"),
+        (["--max-batch-size", "0"], "max_batch_size must be an integer ≥ 1"),
+        (["--config", str(not_pem)], "expected sections"),
+    ]
+    for args, message in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "serving", "--model-dir", str(models), "--port", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-800:])
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def test_metrics_count_requests_by_status_batches_and_versions(secure):
+    ca = str(secure.pki["ca.pem"])
+    before = scrape(secure.metrics_port)
+    with Client(secure.target, timeout=30, tls_ca=ca, token=TOKEN) as c:
+        for _ in range(3):
+            c.translate(["Veo el gato.", "Comen pan."])
+        with pytest.raises(ServingError):
+            c.translate(["Veo el gato."], beam_size=99)
+    with Client(secure.target, timeout=30, tls_ca=ca, token="wrong") as c:
+        with pytest.raises(ServingError):
+            c.classify(["x"])
+    after = scrape(secure.metrics_port)
+
+    def delta(rpc, code):
+        return requests_total(after, rpc, code) - requests_total(before, rpc, code)
+
+    assert delta("Translate", "OK") == 3
+    assert delta("Translate", "INVALID_ARGUMENT") == 1
+    assert delta("Classify", "UNAUTHENTICATED") == 1
+    translate = frozenset({"task": "translate"}.items())
+    assert (
+        after[("seq2seq_batch_size_count", translate)]
+        - before.get(("seq2seq_batch_size_count", translate), 0)
+        == 3
+    )  # three model calls …
+    assert (
+        after[("seq2seq_batch_size_sum", translate)]
+        - before.get(("seq2seq_batch_size_sum", translate), 0)
+        == 6
+    )  # … of two texts each
+    latency = frozenset({"rpc": "Translate"}.items())
+    assert after[("seq2seq_request_latency_seconds_count", latency)] >= 4
+    assert after[("seq2seq_model_version", translate)] == 1
+    assert after[("seq2seq_model_version", frozenset({"task": "classify"}.items()))] == 1
+    assert after[("seq2seq_queue_depth", translate)] == 0
+    assert (
+        after[("seq2seq_model_loads_total", frozenset({**dict(translate), "result": "ok"}.items()))]
+        == 1
+    )
+
+
+# --- hot reload --------------------------------------------------------------------------------
+
+
+def add_version(repo: Path, source: Path, version: int) -> Path:
+    """Publishes a copy of `source` as `version` the way exports do: write, then rename."""
+    tmp = repo / f".tmp-{version}"
+    shutil.copytree(source, tmp)
+    final = repo / str(version)
+    tmp.rename(final)
+    return final
+
+
+def serving_version(client: Client, task: str = "translate") -> int:
+    models = client.metadata(task)["models"]
+    return models[0]["version"] if models else 0
+
+
+@pytest.fixture
+def repo(models, tmp_path):
+    """A writable model repository holding version 1 of both tasks."""
+    root = tmp_path / "models"
+    for task in ("translate", "classify"):
+        shutil.copytree(models / task / "1", root / task / "1")
+    return root
+
+
+def test_new_versions_are_picked_up_half_written_ones_never_and_removal_rolls_back(repo):
+    srv = Server(repo, "--poll-seconds", "0.2")
+    try:
+        with Client(srv.target, timeout=30) as c:
+            assert serving_version(c) == 1
+            # A half-written version: a numeric folder with a broken SavedModel.
+            broken = repo / "translate" / "5"
+            (broken / "assets.extra").mkdir(parents=True)
+            (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+            shutil.copy(repo / "translate/1/assets.extra/metadata.json", broken / "assets.extra")
+            wait_for(lambda: "cannot be loaded" in srv.log(), 30, what="the load failure log")
+            assert serving_version(c) == 1
+            assert c.translate(["Veo el gato."])[0].model_version == 1
+            shutil.rmtree(broken)
+            # A complete new version is loaded, warmed up and swapped in.
+            add_version(repo / "translate", repo / "translate" / "1", 2)
+            wait_for(lambda: serving_version(c) == 2, 30, what="version 2")
+            result = c.translate(["Veo el gato."])[0]
+            assert (result.text, result.model_version) == ("I see the cat.", 2)
+            assert c.classify(["a good film 2"])[0].model_version == 1  # the other task stays
+            with pytest.raises(ServingError) as err:
+                c.translate(["Veo el gato."], model_version=1)
+            assert err.value.code == Code.NOT_FOUND
+            wait_for(lambda: "released translate version 1" in srv.log(), 30, what="release")
+            # Removing the newest version rolls back to the newest one left.
+            shutil.rmtree(repo / "translate" / "2")
+            wait_for(lambda: serving_version(c) == 1, 30, what="roll back to version 1")
+            assert c.translate(["Comen pan."])[0].model_version == 1
+    finally:
+        srv.stop()
+
+
+@pytest.mark.slow
+def test_memory_after_ten_reloads_is_within_ten_percent_of_after_one(repo):
+    srv = Server(repo, "--poll-seconds", "0.1")
+    try:
+        with Client(srv.target, timeout=30) as c:
+            rss = {}
+            for version in range(2, 12):
+                add_version(repo / "translate", repo / "translate" / "1", version)
+                wait_for(lambda v=version: serving_version(c) == v, 60, what=f"version {version}")
+                for _ in range(5):
+                    c.translate(["Veo el gato.", "Comen pan."], beam_size=2)
+                wait_for(
+                    lambda v=version: f"released translate version {v - 1}" in srv.log(),
+                    30,
+                    what="the old version's release",
+                )
+                rss[version - 1] = srv.rss_mib()
+            print(f"server RSS after reload 1: {rss[1]:.1f} MiB, after 10: {rss[10]:.1f} MiB")
+            assert rss[10] <= 1.10 * rss[1], rss
+    finally:
+        srv.stop()
+
+
+# --- under load --------------------------------------------------------------------------------
+
+
+class Load:
+    """`clients` threads, each with its own channel, sending requests until stopped."""
+
+    def __init__(self, target, clients, texts=1):
+        self.ok, self.failed, self.versions = 0, [], set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(target, i, texts), daemon=True)
+            for i in range(clients)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, target, i, texts):
+        with Client(target, timeout=60, retries=0) as c:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                sent = time.monotonic()
+                try:
+                    if (i + n) % 2:
+                        pairs = [PAIRS[(i + n + k) % len(PAIRS)] for k in range(texts)]
+                        got = c.translate([es for _, es in pairs])
+                        right = [r.text for r in got] == [en for en, _ in pairs]
+                    else:
+                        reviews = [REVIEWS[(i * 7 + n + k) % len(REVIEWS)] for k in range(texts)]
+                        got = c.classify([text for _, text in reviews])
+                        right = [r.label for r in got] == [label for label, _ in reviews]
+                    with self.lock:
+                        if right:
+                            self.ok += 1
+                            self.versions.add(("translate" if (i + n) % 2 else "classify",
+                                               got[0].model_version))  # fmt: skip
+                        else:
+                            self.failed.append("wrong answer")
+                except ServingError as err:
+                    with self.lock:
+                        self.failed.append((err.code, sent))
+
+    def finish(self, timeout=120):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout)
+        return self
+
+
+@pytest.mark.slow
+def test_64_clients_for_30_seconds_no_failures_bounded_memory_real_batches(models):
+    metrics_port = free_port()
+    srv = Server(models, "--metrics-port", str(metrics_port))
+    try:
+        load = Load(srv.target, 64)
+        time.sleep(5)
+        rss_warm = srv.rss_mib()
+        time.sleep(25)
+        rss_end = srv.rss_mib()
+        load.finish()
+        metrics = scrape(metrics_port)
+    finally:
+        srv.stop()
+    assert load.failed == []
+    assert load.ok > 300, load.ok
+    print(f"{load.ok} requests in 30 s; RSS {rss_warm:.0f} → {rss_end:.0f} MiB")
+    assert rss_end <= 1.10 * rss_warm
+    for task in ("translate", "classify"):
+        labels = frozenset({"task": task}.items())
+        calls = metrics[("seq2seq_batch_size_count", labels)]
+        texts = metrics[("seq2seq_batch_size_sum", labels)]
+        assert texts / calls > 2, (task, texts, calls)  # concurrent requests really merged
+    assert (
+        requests_total(metrics, "Translate", "OK") + requests_total(metrics, "Classify", "OK")
+        == load.ok
+    )
+
+
+@pytest.mark.slow
+def test_a_new_version_dropped_in_during_load_fails_nothing(repo):
+    srv = Server(repo, "--poll-seconds", "0.2")
+    try:
+        load = Load(srv.target, 16, texts=2)
+        time.sleep(3)
+        add_version(repo / "translate", repo / "translate" / "1", 2)
+        add_version(repo / "classify", repo / "classify" / "1", 7)
+        with Client(srv.target, timeout=30) as c:
+            wait_for(
+                lambda: serving_version(c) == 2 and serving_version(c, "classify") == 7,
+                60,
+                what="the new versions",
+            )
+        seen_before = set(load.versions)
+        time.sleep(3)
+        load.finish()
+    finally:
+        srv.stop()
+    assert load.failed == []
+    assert {("translate", 1), ("classify", 1)} <= seen_before
+    assert {("translate", 2), ("classify", 7)} <= load.versions
+
+
+@pytest.mark.slow
+def test_sigterm_during_load_drains_cleanly(models):
+    srv = Server(models)
+    load = Load(srv.target, 32, texts=4)
+    time.sleep(4)
+    ok_before = load.ok
+    signalled = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    code = srv.proc.wait(timeout=60)
+    load.finish()
+    assert code == 0 and "seq2seq server stopped" in srv.log()
+    assert ok_before > 20
+    # Every request sent before the signal was on its way (0.1 s: signal delivery) was answered.
+    # Requests that reached the closing server were refused (UNAVAILABLE, or CANCELLED when
+    # they met the shutdown itself); none got a wrong answer or an internal error.
+    failed_codes = {c for c, _ in load.failed}
+    assert failed_codes <= {Code.UNAVAILABLE, Code.CANCELLED}, failed_codes
+    assert all(sent > signalled - 0.1 for _, sent in load.failed), [
+        (c, round(sent - signalled, 3)) for c, sent in load.failed if sent <= signalled - 0.1
+    ]

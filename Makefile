@@ -19,7 +19,7 @@ T_OPTS     = --task translate $(OPTS) $(if $(ATTENTION),--set model.attention=$(
 C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench-rnn serve clean data data-translate data-classify \
+.PHONY: help install test lint format bench-rnn bench-serve serve clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos
 
@@ -94,9 +94,13 @@ protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
 # `make serve`: everything a fresh clone needs, each step skipped once its output exists.
 # PRESET=tiny serves from models-tiny/ so a demo never shadows the default models.
 MODEL_DIR ?= $(if $(filter tiny,$(PRESET)),models-tiny,models)
-HOST      ?= 127.0.0.1
-PORT      ?= 50051
-DEVICE    ?= cpu
+# Server settings: SERVE_CONFIG (YAML, see serving/config.example.yaml) and, over it, HOST,
+# PORT, DEVICE, TOKEN_FILE, TLS_CERT, TLS_KEY, METRICS_PORT (unset: the config's or default).
+SERVE_OPTS = --model-dir $(MODEL_DIR) $(if $(SERVE_CONFIG),--config $(SERVE_CONFIG)) \
+             $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) \
+             $(if $(DEVICE),--device $(DEVICE)) $(if $(TOKEN_FILE),--token-file $(TOKEN_FILE)) \
+             $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $(TLS_KEY)) \
+             $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT))
 T_DATA    := data/prepared/translate/tatoeba_spa_eng/manifest.json
 C_DATA    := data/prepared/classify/$(DATASET)/manifest.json
 T_MODEL   := $(MODEL_DIR)/translate/.ready-$(PRESET)
@@ -124,10 +128,13 @@ $(C_MODEL): $(C_DATA)
 	$(RUN) export $(C_OPTS) --repository $(MODEL_DIR)/classify
 	@touch $@
 
-serve: $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then serve on HOST:PORT
-	@echo "==> serving $(MODEL_DIR)/ on $(HOST):$(PORT) ($(DEVICE)); Ctrl-C stops"
-	$(BIN)/python -m serving --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT) \
-		--device $(DEVICE)
+serve: $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then serve (Ctrl-C stops)
+	@echo "==> serving $(MODEL_DIR)/ (new versions exported there are picked up live)"
+	$(BIN)/python -m serving $(SERVE_OPTS)
+
+bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC server under 1/8/32 clients vs in-process calls
+	@echo "==> benchmarking the server against in-process calls of the exported models (~2 min)"
+	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR)
 
 clean:  ## remove caches (keeps .venv, data, runs and models)
 	rm -rf .pytest_cache .ruff_cache

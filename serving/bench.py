@@ -1,0 +1,215 @@
+"""`make bench-serve`: what the gRPC path costs against calling the exported model directly.
+
+In one run, for each task with an exported model:
+  (a) in process: the newest SavedModel version called on batches of `--max-batch-size` texts
+      (greedy translation), sentences/s — the anchor;
+  (b) the gRPC server (`python -m serving`, dynamic batching on) loaded by 1, 8 and 32
+      concurrent clients in a separate process (`serving.loadgen`, one text per request),
+      sentences/s and p50/p90/p99 latency,
+and the ratio (b)/(a). Texts are the test split prepared by `make data` (or --texts-file).
+Targets: ratio ≥ 0.8 at 32 clients; p50 ≤ 20 ms for one sentence, greedy, 1 client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SPLITS = {
+    "translate": ("data/prepared/translate/tatoeba_spa_eng/test.tsv", "source"),
+    "classify": ("data/prepared/classify/sentiment/test.tsv", "text"),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _texts(task: str, texts_file: str | None, limit: int) -> list[str]:
+    if texts_file:
+        lines = Path(texts_file).read_text(encoding="utf-8").splitlines()
+        texts = [line.strip() for line in lines if line.strip()]
+    else:
+        path, column = TEST_SPLITS[task]
+        if not Path(path).exists():
+            raise SystemExit(f"error: {path} is missing: run `make data` (or pass --texts-file)")
+        with open(path, encoding="utf-8", newline="") as f:
+            texts = [
+                row[column] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            ]
+    if not texts:
+        raise SystemExit(f"error: no {task} texts to benchmark with")
+    return texts[:limit]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def in_process(model_path: Path, texts: list[str], batch: int, seconds: float) -> dict:
+    """Sentences/s of the exported model called directly on batches of `batch` texts."""
+    from serving.predictor import LoadedModel
+
+    model = LoadedModel(model_path)
+    model.warm_up()
+    max_length = model.describe()["default_max_length"]
+
+    def call(chunk):
+        if model.task == "translate":
+            model.translate(chunk, 1, 1, max_length, 0.0)
+        else:
+            model.classify(chunk)
+
+    for i in range(3):  # warm up on real lengths
+        call(texts[i * batch : (i + 1) * batch] or texts[:batch])
+    done, i = 0, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        chunk = [texts[(i + k) % len(texts)] for k in range(batch)]
+        call(chunk)
+        done += len(chunk)
+        i += batch
+    elapsed = time.perf_counter() - start
+    version = model.version
+    model.release()
+    return {"sentences_per_s": done / elapsed, "version": version}
+
+
+class _Server:
+    def __init__(self, model_dir: Path, batch: int, wait_us: int):
+        self.port = _free_port()
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--model-dir", str(model_dir),
+             "--port", str(self.port), "--poll-seconds", "0",
+             "--max-batch-size", str(batch), "--max-wait-us", str(wait_us)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+        )  # fmt: skip
+        lines = []
+        for line in self.proc.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                return
+        raise SystemExit("error: the server did not start:\n" + "".join(lines[-20:]))
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model-dir", default="models")
+    p.add_argument("--tasks", default="translate,classify")
+    p.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-wait-us", type=int, default=2000)
+    p.add_argument("--texts", type=int, default=2000, help="texts taken from the test split")
+    p.add_argument("--texts-file", default=None, help="one text per line, instead of test splits")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tasks = [t for t in args.tasks.split(",") if t]
+    clients = [int(c) for c in args.clients.split(",") if c]
+    model_dir = Path(args.model_dir)
+
+    import tensorflow as tf
+
+    from serving.predictor import versions
+
+    tf.config.set_visible_devices([], "GPU")
+    found = {t: versions(model_dir / t) for t in tasks}
+    missing = [t for t, v in found.items() if not v]
+    if missing:
+        raise SystemExit(
+            f"error: no exported {', '.join(missing)} model under {model_dir}/: run `make serve` "
+            f"once (or make export-{missing[0]})"
+        )
+    print(f"machine: {os.cpu_count()} CPU cores, {_cpu_name()}; TensorFlow {tf.__version__}, CPU")
+    print(
+        f"batching: max_batch_size {args.max_batch_size}, max_wait_us {args.max_wait_us}; "
+        f"{args.seconds:g} s per point"
+    )
+    results = {}
+    with_texts = {}
+    for task in tasks:
+        texts = _texts(task, args.texts_file, args.texts)
+        with_texts[task] = texts
+        a = in_process(
+            model_dir / task / str(found[task][-1]), texts, args.max_batch_size, args.seconds
+        )
+        results[task] = {"in_process": a, "grpc": []}
+        print(f"{task} v{a['version']}: in-process batches of {args.max_batch_size}: "
+              f"{a['sentences_per_s']:.1f} sentences/s", flush=True)  # fmt: skip
+
+    server = _Server(model_dir, args.max_batch_size, args.max_wait_us)
+    try:
+        for task in tasks:
+            texts_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{task}.txt"
+            texts_path.write_text("\n".join(with_texts[task]) + "\n", encoding="utf-8")
+            for n in clients:
+                out = subprocess.run(
+                    [sys.executable, "-m", "serving.loadgen", "--target",
+                     f"127.0.0.1:{server.port}", "--clients", str(n), "--seconds",
+                     str(args.seconds), "--task", task, "--texts-file", str(texts_path)],
+                    capture_output=True, text=True, cwd=ROOT, timeout=args.seconds * 4 + 120,
+                )  # fmt: skip
+                if out.returncode != 0:
+                    raise SystemExit(f"error: the load generator failed:\n{out.stderr[-2000:]}")
+                b = json.loads(out.stdout.strip().splitlines()[-1])
+                b["ratio"] = b["sentences_per_s"] / results[task]["in_process"]["sentences_per_s"]
+                results[task]["grpc"].append(b)
+                print(f"{task}: gRPC {n:>2} clients: {b['sentences_per_s']:8.1f} sentences/s  "
+                      f"p50 {b['p50_ms']:6.1f} ms  p99 {b['p99_ms']:6.1f} ms  "
+                      f"ratio {b['ratio']:.2f}  errors {b['errors'] or 0}", flush=True)  # fmt: skip
+    finally:
+        server.stop()
+
+    print("\nsummary (ratio = gRPC sentences/s ÷ in-process sentences/s, same run)")
+    print(f"{'task':<10} {'clients':>7} {'sent/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}")
+    for task in tasks:
+        a = results[task]["in_process"]["sentences_per_s"]
+        print(f"{task:<10} {'in-proc':>7} {a:9.1f} {1:6.2f} {'':>7} {'':>7}")
+        for b in results[task]["grpc"]:
+            print(f"{task:<10} {b['clients']:>7} {b['sentences_per_s']:9.1f} {b['ratio']:6.2f} "
+                  f"{b['p50_ms']:7.1f} {b['p99_ms']:7.1f}")  # fmt: skip
+    verdicts = []
+    for task in tasks:
+        by_n = {b["clients"]: b for b in results[task]["grpc"]}
+        if 32 in by_n:
+            r = by_n[32]["ratio"]
+            met = "met" if r >= 0.8 else "NOT met"
+            verdicts.append(f"{task} ratio at 32 clients {r:.2f} (target ≥ 0.8: {met})")
+        if task == "translate" and 1 in by_n:
+            p50 = by_n[1]["p50_ms"]
+            met = "met" if p50 <= 20 else "NOT met"
+            verdicts.append(f"translate p50, 1 client, greedy {p50:.1f} ms (target ≤ 20: {met})")
+    print("\n".join(verdicts))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""A load generator for a seq2seq server: N concurrent clients, one text per request.
+
+    python -m serving.loadgen --target localhost:50051 --clients 32 --seconds 10 \
+        --task translate --texts-file sentences.txt
+
+Each client is a thread with its own channel, sending the texts of the file in turn (each
+client from a different offset), greedy decoding. After a warm-up, it counts answered texts
+and per-request latencies for `--seconds`, then prints one JSON line: clients, seconds,
+requests, sentences_per_s, p50_ms, p90_ms, p99_ms, errors (status → count). Needs only grpcio
+and protobuf (it uses serving.client), so it can run on another machine than the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+
+from serving.client import Client, ServingError
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0–100) by the nearest-rank method; NaN when there are none."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, round(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def run_load(
+    target: str,
+    texts: list[str],
+    clients: int,
+    seconds: float,
+    task: str = "translate",
+    warmup: float = 1.0,
+    **client_options,
+) -> dict:
+    """Runs the load; returns the summary dict printed by the CLI."""
+    if not texts:
+        raise ValueError("no texts to send")
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: Counter = Counter()
+    lock = threading.Lock()
+    start_at = time.monotonic() + warmup
+    end_at = start_at + seconds
+    ready = threading.Barrier(clients + 1)
+
+    def client(i: int) -> None:
+        with Client(target, retries=0, **client_options) as c:
+            call = c.translate if task == "translate" else c.classify
+            call([texts[i % len(texts)]])  # connect before the clock starts
+            ready.wait()
+            n = i * 7919  # each client walks the texts from its own offset
+            while True:
+                sent = time.monotonic()
+                if sent >= end_at:
+                    return
+                n += 1
+                try:
+                    call([texts[n % len(texts)]])
+                except ServingError as err:
+                    with lock:
+                        errors[err.code.name] += 1
+                    continue
+                done = time.monotonic()
+                if sent >= start_at and done <= end_at:
+                    latencies[i].append(done - sent)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    for t in threads:
+        t.join()
+    every = sorted(x for per_client in latencies for x in per_client)
+    return {
+        "task": task,
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(every),
+        "sentences_per_s": len(every) / seconds,
+        "p50_ms": 1000 * percentile(every, 50),
+        "p90_ms": 1000 * percentile(every, 90),
+        "p99_ms": 1000 * percentile(every, 99),
+        "mean_ms": 1000 * statistics.fmean(every) if every else float("nan"),
+        "errors": dict(errors),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m serving.loadgen", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--target", default="localhost:50051")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of load not counted")
+    p.add_argument("--task", choices=["translate", "classify"], default="translate")
+    p.add_argument("--texts-file", required=True, help="one text per line")
+    p.add_argument("--token", default=None)
+    p.add_argument("--tls-ca", default=None)
+    args = p.parse_args(argv)
+    if args.clients < 1 or args.seconds <= 0:
+        p.error("--clients must be ≥ 1 and --seconds > 0")
+    try:
+        with open(args.texts_file, encoding="utf-8") as f:
+            texts = [line.strip() for line in f if line.strip()]
+    except OSError as err:
+        p.error(f"cannot read --texts-file {args.texts_file}: {err.strerror}")
+    if not texts:
+        p.error(f"{args.texts_file} has no texts")
+    summary = run_load(
+        args.target,
+        texts,
+        args.clients,
+        args.seconds,
+        args.task,
+        args.warmup,
+        timeout=60,
+        token=args.token,
+        tls_ca=args.tls_ca,
+    )
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,7 +57,7 @@ class Batcher:
         run_batch: called on a worker thread with a key and a list of items; returns one result
             per item, in order. An exception fails every request of that batch.
         options: sizes and waits (BatchingOptions).
-        on_batch: optional callback(key, n_items, n_requests) after each model call (metrics).
+        on_batch: optional callback(key, n_items, n_requests, seconds) after each model call.
         name: thread name prefix.
     """
 
@@ -65,7 +65,7 @@ class Batcher:
         self,
         run_batch: Callable[[Hashable, list], Sequence],
         options: BatchingOptions | None = None,
-        on_batch: Callable[[Hashable, int, int], None] | None = None,
+        on_batch: Callable[[Hashable, int, int, float], None] | None = None,
         name: str = "batcher",
     ):
         self.run_batch = run_batch
@@ -120,8 +120,14 @@ class Batcher:
 
     # --- worker side ---------------------------------------------------------------------------
 
-    def _take(self) -> list[_Request] | None:
-        """Blocks until a batch is due; removes and returns its requests (None: closed)."""
+    def _take(self, free_since: float) -> list[_Request] | None:
+        """Blocks until a batch is due; removes and returns its requests (None: closed).
+
+        A batch is due when it is full, or `max_wait_us` after the later of its oldest
+        request's arrival and the moment this worker became free (`free_since`): under load,
+        the callers just answered by the previous call get that long to send their next
+        request and join, instead of the batches shrinking to whatever queued meanwhile.
+        """
         opts = self.options
         with self._cond:
             while True:
@@ -130,7 +136,7 @@ class Batcher:
                         return None
                     self._cond.wait()
                 first = self._queue[0]
-                deadline = first.arrived + opts.max_wait_us / 1e6
+                deadline = max(first.arrived, free_since) + opts.max_wait_us / 1e6
                 while not self._closed and self._queue and self._queue[0] is first:
                     same = sum(len(r.items) for r in self._queue if r.key == first.key)
                     left = deadline - time.monotonic()
@@ -153,27 +159,36 @@ class Batcher:
             return batch
 
     def _work(self) -> None:
+        free_since = 0.0
         while True:
-            batch = self._take()
+            batch = self._take(free_since)
             if batch is None:
                 return
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if not live:
                 continue
-            items = [x for r in live for x in r.items]
             try:
-                results = list(self.run_batch(live[0].key, items))
-                if len(results) != len(items):
-                    raise RuntimeError(
-                        f"run_batch returned {len(results)} results for {len(items)} items"
-                    )
-            except BaseException as err:  # every caller of the batch sees the failure
-                for r in live:
-                    r.future.set_exception(err)
-                continue
-            if self.on_batch is not None:
-                self.on_batch(live[0].key, len(items), len(live))
-            start = 0
+                self._run(live)
+            finally:
+                free_since = time.monotonic()
+
+    def _run(self, live: list[_Request]) -> None:
+        """One model call for `live` requests; each gets its slice of the results (or the error)."""
+        items = [x for r in live for x in r.items]
+        start = time.perf_counter()
+        try:
+            results = list(self.run_batch(live[0].key, items))
+            if len(results) != len(items):
+                raise RuntimeError(
+                    f"run_batch returned {len(results)} results for {len(items)} items"
+                )
+        except BaseException as err:  # every caller of the batch sees the failure
             for r in live:
-                r.future.set_result(results[start : start + len(r.items)])
-                start += len(r.items)
+                r.future.set_exception(err)
+            return
+        if self.on_batch is not None:
+            self.on_batch(live[0].key, len(items), len(live), time.perf_counter() - start)
+        start = 0
+        for r in live:
+            r.future.set_result(results[start : start + len(r.items)])
+            start += len(r.items)

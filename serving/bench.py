@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
@@ -50,7 +51,9 @@ def _texts(task: str, texts_file: str | None, limit: int) -> list[str]:
             ]
     if not texts:
         raise SystemExit(f"error: no {task} texts to benchmark with")
-    return texts[:limit]
+    # A seeded random sample, in random order: test splits can be sorted (Tatoeba is, by
+    # length), and batches of neighbours would make the in-process anchor unfairly cheap.
+    return random.Random(0).sample(texts, min(limit, len(texts)))
 
 
 def _cpu_name() -> str:

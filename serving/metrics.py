@@ -50,6 +50,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.batch_seconds = prom.Histogram(
+            "seq2seq_batch_seconds",
+            "Time of one model call (tokenize, run, detokenize), by task.",
+            ["task"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = prom.Gauge(
             "seq2seq_queue_depth",
             "Texts waiting for a model call, by task.",
@@ -72,8 +79,9 @@ class Metrics:
 
     # --- the predictor's sink --------------------------------------------------------------------
 
-    def batch(self, task: str, items: int, requests: int) -> None:
+    def batch(self, task: str, items: int, requests: int, seconds: float) -> None:
         self.batch_size.labels(task).observe(items)
+        self.batch_seconds.labels(task).observe(seconds)
         self.batch_requests.labels(task).observe(requests)
 
     def track_queue(self, task: str, depth) -> None:

@@ -214,7 +214,7 @@ class _Served:
 class NullMetrics:
     """The metrics interface the predictor reports to; this one records nothing."""
 
-    def batch(self, task: str, items: int, requests: int) -> None: ...
+    def batch(self, task: str, items: int, requests: int, seconds: float) -> None: ...
 
     def track_queue(self, task: str, depth) -> None: ...
 
@@ -258,7 +258,7 @@ class Predictor:
             batcher = Batcher(
                 lambda key, items, task=task: self._run_batch(task, key, items),
                 self.batching,
-                on_batch=lambda key, n, r, task=task: self.metrics.batch(task, n, r),
+                on_batch=lambda key, n, r, sec, task=task: self.metrics.batch(task, n, r, sec),
                 name=f"batch-{task}",
             )
             self.metrics.track_queue(task, lambda b=batcher: b.queue_depth)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, classification_batch, pad, read_split
+from seq2seq.data.embeddings import embedding_matrix
 from seq2seq.data.prepare import manifest_hash, normalize
 from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
@@ -125,6 +126,15 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     keras.utils.set_random_seed(cfg.train.seed)
     with strategy.scope():
         model = build_model(cfg, tok, labels)
+    if cfg.model.pretrained_embeddings:
+        matrix, share = embedding_matrix(
+            tok, cfg.model.pretrained_embeddings, cfg.model.embedding_dim, cfg.train.seed
+        )
+        model.embedding.embeddings.assign(matrix)
+        print(
+            f"embeddings start from {cfg.model.pretrained_embeddings}: {share:.0%} of the "
+            f"{tok.vocab_size} pieces found"
+        )
     predictor = Predictor(model, tok, labels)
     valid_batches = make_batches(valid_ex, cfg, shuffle=False)
     loss_kwargs = {}

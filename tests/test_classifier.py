@@ -163,3 +163,31 @@ def test_duplicate_and_conflicting_texts_are_dropped(tmp_path):
     assert counts["dropped_duplicate"] == 2 and counts["dropped_conflicting"] == 1
     texts = [t for _, t in read_split(cfg, "train")]
     assert texts.count("same text") == 1 and "clash" not in texts
+
+
+@pytest.mark.parametrize("bidirectional, layers", [(False, 1), (True, 1), (True, 2)])
+def test_target_replication_changes_training_loss_only(bidirectional, layers):
+    ids = tf.constant([[5, 6, 7, 8, 0, 0], [9, 4, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9]])
+    labels = tf.constant([0, 1, 2])
+    plain = Classifier(20, 3, 8, 6, layers=layers, bidirectional=bidirectional)
+    replicated = Classifier(
+        20, 3, 8, 6, layers=layers, bidirectional=bidirectional, target_replication=0.5
+    )
+    plain(ids), replicated(ids)
+    for a, b in zip(plain.weights, replicated.weights, strict=True):
+        b.assign(a)
+    # Prediction reads the last real step in both.
+    np.testing.assert_allclose(replicated(ids).numpy(), plain(ids).numpy(), atol=1e-6)
+    # Training adds the per-step loss: different for multi-step texts …
+    loss_plain = float(plain.compute_loss_sums((ids, labels), training=True)[0])
+    loss_repl = float(replicated.compute_loss_sums((ids, labels), training=True)[0])
+    assert abs(loss_plain - loss_repl) > 1e-4
+    # … and the same when every text has one step (each step's state is the last state).
+    one = tf.constant([[5], [9], [4]])
+    np.testing.assert_allclose(
+        float(replicated.compute_loss_sums((one, labels), training=True)[0]),
+        float(plain.compute_loss_sums((one, labels), training=True)[0]),
+        rtol=1e-5,
+    )
+    with pytest.raises(ValueError, match="target_replication"):
+        Classifier(20, 3, target_replication=1.0)

@@ -23,6 +23,11 @@ class Classifier(keras.Model):
         bidirectional: also read each sequence backwards; the two final states are concatenated.
         dropout: on embeddings, between layers and before the output layer.
         recurrent_dropout, bptt_truncation: passed to every SimpleRNN.
+        target_replication: training only: weight α of a loss on every step's state (Lipton
+            et al., 2016): loss = (1 − α)·CE(last state) + α·mean over real steps of
+            CE(that step's state, with the other direction's final state). It gives every step
+            a direct gradient instead of one through the whole recurrence; prediction still
+            reads the last real step only.
 
     Call arguments:
         token_ids: (B, T) int32, PAD-padded.
@@ -43,6 +48,7 @@ class Classifier(keras.Model):
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         bptt_truncation: int | None = None,
+        target_replication: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -57,13 +63,17 @@ class Classifier(keras.Model):
         self.dropout_rate = dropout
         self.recurrent_dropout = recurrent_dropout
         self.bptt_truncation = bptt_truncation
+        if not 0.0 <= target_replication < 1.0:
+            raise ValueError(f"target_replication must be in [0, 1); received {target_replication}")
+        self.target_replication = target_replication
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
 
         def stack(prefix, backwards):
             return [
                 SimpleRNN(
                     units,
-                    return_sequences=i + 1 < layers,
+                    # With target replication the top layer also returns every step's state.
+                    return_sequences=i + 1 < layers or target_replication > 0,
                     go_backwards=backwards and i == 0,
                     recurrent_dropout=recurrent_dropout,
                     bptt_truncation=bptt_truncation,
@@ -84,21 +94,55 @@ class Classifier(keras.Model):
             x = layer(x, mask=mask, training=training)
             if i + 1 < len(layers):
                 x = self.dropout(x, training=training)
-        return x  # (B, N): the state at the last real step
+        # (B, N): the state at the last real step (masked steps carry it to the end), and
+        # (B, T, N) every step's state in reading order when the top layer returns them.
+        return (x[:, -1], x) if x.shape.rank == 3 else (x, None)
 
-    def call(self, token_ids, training=False):
+    def _states(self, token_ids, training):
         mask = tf.not_equal(token_ids, PAD)
         x = self.dropout(self.embedding(token_ids), training=training)  # (B, T, E)
-        h = self._read(x, mask, self.forward_layers, training)
+        reads = [self._read(x, mask, self.forward_layers, training)]
         if self.backward_layers:
-            h = tf.concat([h, self._read(x, mask, self.backward_layers, training)], axis=-1)
+            reads.append(self._read(x, mask, self.backward_layers, training))
+        return mask, reads
+
+    def call(self, token_ids, training=False):
+        _, reads = self._states(token_ids, training)
+        h = tf.concat([last for last, _ in reads], axis=-1)
         return self.output_layer(self.dropout(h, training=training))  # (B, C)
+
+    def _replicated_ce(self, mask, reads, labels, training):
+        """Per example: mean over real steps of the cross-entropy of each step's state."""
+        lasts = [last for last, _ in reads]
+        total, steps = 0.0, 0.0
+        for d, (_, seq) in enumerate(reads):
+            step_mask = tf.reverse(mask, [1]) if d == 1 else mask  # backward: reading order
+            parts = [
+                seq if k == d else tf.broadcast_to(last[:, None], tf.shape(seq))
+                for k, last in enumerate(lasts)
+            ]
+            logits = self.output_layer(self.dropout(tf.concat(parts, -1), training=training))
+            per_step = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                tf.broadcast_to(labels[:, None], tf.shape(step_mask)), tf.cast(logits, tf.float32)
+            )
+            real = tf.cast(step_mask, tf.float32)
+            total += tf.reduce_sum(per_step * real, 1)
+            steps += tf.reduce_sum(real, 1)
+        return total / tf.maximum(steps, 1.0)
 
     def compute_loss_sums(self, batch, training=False, label_smoothing=0.0, class_weights=None):
         """(sum of example cross-entropies, number of examples) for one batch."""
         token_ids, labels = batch
-        logits = tf.cast(self(token_ids, training=training), tf.float32)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        alpha = self.target_replication
+        if training and alpha > 0:
+            mask, reads = self._states(token_ids, training)
+            h = tf.concat([last for last, _ in reads], axis=-1)
+            logits = tf.cast(self.output_layer(self.dropout(h, training=training)), tf.float32)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            ce = (1 - alpha) * ce + alpha * self._replicated_ce(mask, reads, labels, training)
+        else:
+            logits = tf.cast(self(token_ids, training=training), tf.float32)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         if class_weights is not None:
             ce = ce * tf.gather(class_weights, labels)
         return tf.reduce_sum(ce), tf.cast(tf.size(labels), tf.float32)
@@ -115,4 +159,5 @@ class Classifier(keras.Model):
             "dropout": self.dropout_rate,
             "recurrent_dropout": self.recurrent_dropout,
             "bptt_truncation": self.bptt_truncation,
+            "target_replication": self.target_replication,
         }

@@ -61,6 +61,7 @@ def build_model(cfg: Config, tok: Tokenizer, labels: list[str]) -> Classifier:
         dropout=m.dropout,
         recurrent_dropout=m.recurrent_dropout,
         bptt_truncation=m.bptt_truncation,
+        target_replication=m.target_replication,
     )
     model(tf.ones([1, 2], tf.int32))
     return model

@@ -191,3 +191,9 @@ def test_target_replication_changes_training_loss_only(bidirectional, layers):
     )
     with pytest.raises(ValueError, match="target_replication"):
         Classifier(20, 3, target_replication=1.0)
+
+
+def test_eval_file_may_carry_the_prepared_splits_header(tmp_path):
+    path = tmp_path / "eval.tsv"
+    path.write_text("label\ttext\npos\tA fine film.\nneg\tDull.\n")
+    assert classification.read_eval_file(str(path)) == [("pos", "A fine film."), ("neg", "Dull.")]

@@ -176,7 +176,8 @@ def load_trained(cfg: Config, which: str = "best") -> Predictor:
 
 
 def read_eval_file(path: str) -> list[tuple[str, str]]:
-    """A TSV of `label<TAB>text`."""
+    """A TSV of `label<TAB>text`; a first line `label<TAB>text` (as in the prepared splits) is
+    a header and skipped."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"eval file not found: {path}")
@@ -187,6 +188,8 @@ def read_eval_file(path: str) -> list[tuple[str, str]]:
         cols = line.split("\t", 1)
         if len(cols) != 2:
             raise DataError(f"{path}:{lineno}: expected 'label<TAB>text'")
+        if not rows and [c.strip().lower() for c in cols] == ["label", "text"]:
+            continue  # header
         rows.append((cols[0].strip(), normalize(cols[1])))
     if not rows:
         raise DataError(f"{path}: no examples to evaluate (the file is empty)")

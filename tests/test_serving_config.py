@@ -1,0 +1,71 @@
+"""Server settings: defaults < YAML file < flags, and clear errors for bad ones (no TensorFlow)."""
+
+from pathlib import Path
+
+import pytest
+
+from serving import config
+from serving.server import FLAGS
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "serving" / "config.example.yaml"
+
+
+def test_the_example_file_lists_exactly_the_defaults():
+    assert config.load(EXAMPLE) == config.ServingConfig()
+    text = EXAMPLE.read_text()
+    for section in ("server", "models", "batching", "limits", "security", "metrics"):
+        keys = vars(getattr(config.ServingConfig(), section))
+        assert all(f"  {key}:" in text for key in keys), section
+
+
+def test_defaults_bind_loopback_with_batching_on_and_security_off():
+    cfg = config.load()
+    assert cfg.server.host == "127.0.0.1"
+    assert cfg.batching.max_batch_size == 32 and cfg.batching.max_wait_us == 2000
+    assert cfg.security.tls_cert == "" and cfg.security.token_file == ""
+    assert cfg.metrics.port == -1
+
+
+def test_file_values_apply_and_flags_override_them(tmp_path):
+    path = tmp_path / "serving.yaml"
+    path.write_text("server:\n  port: 6000\n  host: 0.0.0.0\nbatching:\n  max_wait_us: 500\n")
+    cfg = config.load(path, {"server.port": 7000, "models.poll_seconds": 0})
+    assert cfg.server.port == 7000  # flag over file
+    assert cfg.server.host == "0.0.0.0" and cfg.batching.max_wait_us == 500  # file over default
+    assert cfg.models.poll_seconds == 0.0 and isinstance(cfg.models.poll_seconds, float)
+    assert cfg.batching.max_batch_size == 32  # default
+
+
+def test_every_flag_names_a_real_setting():
+    for flag, (dotted, kind, _) in FLAGS.items():
+        section, key = dotted.split(".")
+        default = getattr(getattr(config.ServingConfig(), section), key)
+        assert type(default) is kind, flag
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("server:\n  prot: 1\n", "unknown setting server.prot"),
+        ("serve:\n  port: 1\n", "unknown section 'serve'"),
+        ("server:\n  port: high\n", "server.port must be int"),
+        ("server:\n  port: 70000\n", "must be in [0, 65535]"),
+        ("server:\n  device: tpu\n", "cpu or gpu"),
+        ("batching:\n  queue_capacity: 0\n", "queue_capacity must be an integer ≥ 1"),
+        ("security:\n  tls_key: k.pem\n", "go together"),
+        ("limits:\n  max_texts: 0\n", "limits.max_texts must be ≥ 1"),
+        ("- a\n- b\n", "expected sections"),
+        ("server: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        config.load(path)
+    assert message in str(err.value)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match="cannot read the serving config"):
+        config.load(tmp_path / "nope.yaml")

@@ -108,6 +108,27 @@ class Config:
         name = self.train.run_name or f"{self.preset}-{variant}"
         return Path(self.train.run_dir) / self.task / name
 
+    def check_run_dir(self) -> None:
+        """Refuses to continue a run folder made with another model or vocabulary (its
+        tokenizers and checkpoints would not fit), naming the settings that differ."""
+        saved = self.run_dir / "config.json"
+        if not saved.exists():
+            return
+        old, new = json.loads(saved.read_text()), self.to_dict()
+        keys = [("model", k) for k in new["model"]] + [
+            ("data", k) for k in ("dataset", "direction", "source_vocab_size", "target_vocab_size")
+        ]
+        diffs = [
+            f"{section}.{key} {old[section][key]!r} → {new[section][key]!r}"
+            for section, key in keys
+            if key in old.get(section, {}) and old[section][key] != new[section][key]
+        ]
+        if diffs:
+            raise ConfigError(
+                f"{self.run_dir} holds a run made with other settings ({'; '.join(diffs)}): "
+                f"pass --set train.run_name=<new name>, or remove that folder"
+            )
+
 
 def _merge(target, values: dict, where: str) -> None:
     if not isinstance(values, dict):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from fresh import run_blocked
 
-from seq2seq.config import load_config
+from seq2seq.config import ConfigError, load_config
 from seq2seq.data import DataError, prepare, read_split
 from seq2seq.models import Classifier
 from seq2seq.tasks import classification
@@ -197,3 +197,14 @@ def test_eval_file_may_carry_the_prepared_splits_header(tmp_path):
     path = tmp_path / "eval.tsv"
     path.write_text("label\ttext\npos\tA fine film.\nneg\tDull.\n")
     assert classification.read_eval_file(str(path)) == [("pos", "A fine film."), ("neg", "Dull.")]
+
+
+def test_a_run_folder_made_with_other_settings_is_not_continued(trained):
+    cfg, _, _ = trained
+    root = cfg.run_dir.parents[2]
+    changed = make_cfg(root, toy_rows(), "train.max_steps=300", "model.units=24")
+    assert changed.run_dir == cfg.run_dir
+    before = sorted(p.name for p in cfg.run_dir.rglob("*"))
+    with pytest.raises(ConfigError, match=r"model\.units \d+ → 24.*train\.run_name"):
+        classification.run_training(changed, progress=False)
+    assert sorted(p.name for p in cfg.run_dir.rglob("*")) == before  # nothing touched

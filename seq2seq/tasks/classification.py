@@ -117,6 +117,7 @@ def class_weight_vector(examples, num_classes: int) -> tf.Tensor:
 def run_training(cfg: Config, progress: bool = True) -> dict:
     from seq2seq.training import worker_info
 
+    cfg.check_run_dir()
     strategy = make_strategy()
     tok, labels = tokenizer_and_labels(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)

@@ -135,6 +135,7 @@ class Decoder:
 def run_training(cfg: Config, progress: bool = True) -> dict:
     from seq2seq.training import worker_info
 
+    cfg.check_run_dir()
     strategy = make_strategy()
     src_tok, tgt_tok = tokenizers(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)

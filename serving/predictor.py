@@ -86,6 +86,7 @@ class LoadedModel:
         # The folder name is the version (as in TF Serving): a copied export takes its new name.
         self.version = int(self.path.name) if self.path.name.isdigit() else 0
         self.module = tf.saved_model.load(str(self.path))
+        self._description = None
         if self.task == "translate":
             self.source = spm.SentencePieceProcessor(model_file=str(extra / "source.spm"))
             self.target = spm.SentencePieceProcessor(model_file=str(extra / "target.spm"))
@@ -144,6 +145,12 @@ class LoadedModel:
         self.module = None
 
     def describe(self) -> dict:
+        """What GetModelMetadata reports (computed once: requests read the defaults from it)."""
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    def _describe(self) -> dict:
         m = self.metadata
         scores = {}
         ev = m.get("eval") or {}

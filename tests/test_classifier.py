@@ -55,8 +55,10 @@ def trained(tmp_path_factory):
     return cfg, summary, classification.load_trained(cfg)
 
 
-def test_many_to_one_head_reads_the_last_real_step():
-    model = Classifier(20, 3, embedding_dim=8, units=8, layers=2, bidirectional=True)
+@pytest.mark.parametrize("kind", ["tanh", "irnn"])
+def test_many_to_one_head_reads_the_last_real_step(kind):
+    irnn = dict(activation="relu", recurrent_initializer="identity") if kind == "irnn" else {}
+    model = Classifier(20, 3, embedding_dim=8, units=8, layers=2, bidirectional=True, **irnn)
     ids = tf.constant([[4, 5, 6, 7], [8, 9, 0, 0]], tf.int32)
     padded = tf.pad(ids, [[0, 0], [0, 5]])
     np.testing.assert_allclose(model(padded), model(ids), atol=1e-6)
@@ -191,6 +193,44 @@ def test_target_replication_changes_training_loss_only(bidirectional, layers):
     )
     with pytest.raises(ValueError, match="target_replication"):
         Classifier(20, 3, target_replication=1.0)
+
+
+def test_irnn_option_starts_from_the_identity_and_round_trips():
+    model = Classifier(20, 2, 8, 6, activation="relu", recurrent_initializer="identity")
+    ids = tf.constant([[5, 6, 7, 0], [9, 4, 8, 3]])
+    model(ids)
+    cell = model.forward_layers[0].cell
+    np.testing.assert_array_equal(cell.recurrent_kernel.numpy(), np.eye(6, dtype=np.float32))
+    assert cell.activation == "relu"
+    # Relu states are never negative: the head reads an unsaturated, non-negative state.
+    h = model.forward_layers[0](model.embedding(ids))
+    assert float(tf.reduce_min(h)) >= 0.0 and float(tf.reduce_max(h)) > 0.0
+    clone = Classifier.from_config(model.get_config())
+    clone(ids)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(ids).numpy(), model(ids).numpy(), atol=1e-6)
+    assert clone.forward_layers[0].cell.activation == "relu"
+    with pytest.raises(ValueError, match="recurrent_initializer"):
+        Classifier(20, 2, recurrent_initializer="zeros")
+    with pytest.raises(ConfigError, match="model.activation"):
+        load_config("classify", "tiny", overrides=["model.activation=softsign"])
+    with pytest.raises(ConfigError, match="model.recurrent_initializer"):
+        load_config("classify", "tiny", overrides=["model.recurrent_initializer=eye"])
+
+
+def test_preset_settings_per_dataset_sit_under_the_file_and_overrides(tmp_path):
+    def model(*overrides, config_file=None):
+        m = load_config("classify", "default", config_file, list(overrides)).model
+        return m.activation, m.recurrent_initializer, m.units
+
+    assert model() == ("relu", "identity", 128)  # sentiment is the preset's dataset
+    assert model("data.dataset=sentiment") == ("relu", "identity", 128)
+    assert model("data.dataset=sms_spam") == ("tanh", "orthogonal", 128)
+    assert model("model.activation=tanh") == ("tanh", "identity", 128)
+    own = tmp_path / "own.yaml"
+    own.write_text("data:\n  dataset: sms_spam\nmodel:\n  units: 64\n")
+    assert model(config_file=str(own)) == ("tanh", "orthogonal", 64)
+    assert model("data.dataset=sentiment", config_file=str(own)) == ("relu", "identity", 64)
 
 
 def test_eval_file_may_carry_the_prepared_splits_header(tmp_path):

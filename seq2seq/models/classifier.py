@@ -23,6 +23,11 @@ class Classifier(keras.Model):
         bidirectional: also read each sequence backwards; the two final states are concatenated.
         dropout: on embeddings, between layers and before the output layer.
         recurrent_dropout, bptt_truncation: passed to every SimpleRNN.
+        activation: the SimpleRNN nonlinearity, "tanh" or "relu".
+        recurrent_initializer: "orthogonal" or "identity" (W_hh = I: at the start the state
+            adds up the projected inputs instead of mixing them). relu + identity is the
+            IRNN of Le et al. (2015): an unsaturated state that carries what it read to the
+            last step, and gradients that neither vanish nor explode through it at first.
         target_replication: training only: weight α of a loss on every step's state (Lipton
             et al., 2016): loss = (1 − α)·CE(last state) + α·mean over real steps of
             CE(that step's state, with the other direction's final state). It gives every step
@@ -49,9 +54,16 @@ class Classifier(keras.Model):
         recurrent_dropout: float = 0.0,
         bptt_truncation: int | None = None,
         target_replication: float = 0.0,
+        activation: str = "tanh",
+        recurrent_initializer: str = "orthogonal",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if recurrent_initializer not in ("orthogonal", "identity"):
+            raise ValueError(
+                "recurrent_initializer must be 'orthogonal' or 'identity'; received "
+                f"{recurrent_initializer!r}"
+            )
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2; received {num_classes}")
         self.vocab_size = vocab_size
@@ -66,12 +78,16 @@ class Classifier(keras.Model):
         if not 0.0 <= target_replication < 1.0:
             raise ValueError(f"target_replication must be in [0, 1); received {target_replication}")
         self.target_replication = target_replication
+        self.activation = activation
+        self.recurrent_initializer = recurrent_initializer
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
 
         def stack(prefix, backwards):
             return [
                 SimpleRNN(
                     units,
+                    activation=activation,
+                    recurrent_initializer=recurrent_initializer,
                     # With target replication the top layer also returns every step's state.
                     return_sequences=i + 1 < layers or target_replication > 0,
                     go_backwards=backwards and i == 0,
@@ -160,4 +176,6 @@ class Classifier(keras.Model):
             "recurrent_dropout": self.recurrent_dropout,
             "bptt_truncation": self.bptt_truncation,
             "target_replication": self.target_replication,
+            "activation": self.activation,
+            "recurrent_initializer": self.recurrent_initializer,
         }

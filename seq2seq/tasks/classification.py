@@ -62,6 +62,8 @@ def build_model(cfg: Config, tok: Tokenizer, labels: list[str]) -> Classifier:
         recurrent_dropout=m.recurrent_dropout,
         bptt_truncation=m.bptt_truncation,
         target_replication=m.target_replication,
+        activation=m.activation,
+        recurrent_initializer=m.recurrent_initializer,
     )
     model(tf.ones([1, 2], tf.int32))
     return model

@@ -28,7 +28,7 @@ class BatchingOptions:
     max_batch_size: int = 32  # most items (texts) in one model call
     max_wait_us: int = 2000  # longest wait for company after a request arrives, microseconds
     queue_capacity: int = 1024  # most items waiting; beyond it, requests are refused
-    threads: int = 1  # model calls run concurrently (1 suits a CPU; 2 overlaps host and GPU)
+    threads: int = 2  # model calls run at once (with server.tf_threads 1: one per core)
 
     def __post_init__(self):
         for name in ("max_batch_size", "queue_capacity", "threads"):

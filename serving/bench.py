@@ -2,7 +2,9 @@
 
 In one run, for each task with an exported model:
   (a) in process: the newest SavedModel version called on batches of `--max-batch-size` texts
-      (greedy translation), sentences/s — the anchor;
+      (greedy translation) by `--batch-threads` threads at once, with the server's TensorFlow
+      thread settings (`--tf-threads`), sentences/s — the anchor: the model alone, run the way
+      the server runs it;
   (b) the gRPC server (`python -m serving`, dynamic batching on) loaded by 1, 8 and 32
       concurrent clients in a separate process (`serving.loadgen`, one text per request),
       sentences/s and p50/p90/p99 latency,
@@ -21,8 +23,12 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from serving.batching import BatchingOptions
+from serving.config import ServerSection
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLITS = {
@@ -66,8 +72,11 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def in_process(model_path: Path, texts: list[str], batch: int, seconds: float) -> dict:
-    """Sentences/s of the exported model called directly on batches of `batch` texts."""
+def in_process(
+    model_path: Path, texts: list[str], batch: int, seconds: float, callers: int = 1
+) -> dict:
+    """Sentences/s of the exported model called directly on batches of `batch` texts by
+    `callers` threads at once (as the server's batcher threads call it)."""
     from serving.predictor import LoadedModel
 
     model = LoadedModel(model_path)
@@ -82,27 +91,37 @@ def in_process(model_path: Path, texts: list[str], batch: int, seconds: float) -
 
     for i in range(3):  # warm up on real lengths
         call(texts[i * batch : (i + 1) * batch] or texts[:batch])
-    done, i = 0, 0
+    done = [0] * callers
     start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        chunk = [texts[(i + k) % len(texts)] for k in range(batch)]
-        call(chunk)
-        done += len(chunk)
-        i += batch
+
+    def caller(c: int) -> None:
+        i = c * 7919  # each caller walks the texts from its own offset
+        while time.perf_counter() - start < seconds:
+            chunk = [texts[(i + k) % len(texts)] for k in range(batch)]
+            call(chunk)
+            done[c] += len(chunk)
+            i += batch
+
+    threads = [threading.Thread(target=caller, args=(c,)) for c in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     elapsed = time.perf_counter() - start
     version = model.version
     model.release()
-    return {"sentences_per_s": done / elapsed, "version": version}
+    return {"sentences_per_s": sum(done) / elapsed, "version": version, "callers": callers}
 
 
 class _Server:
-    def __init__(self, model_dir: Path, batch: int, wait_us: int):
+    def __init__(self, model_dir: Path, batch: int, wait_us: int, threads: int, tf_threads: int):
         self.port = _free_port()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--model-dir", str(model_dir),
              "--port", str(self.port), "--poll-seconds", "0",
-             "--max-batch-size", str(batch), "--max-wait-us", str(wait_us)],
+             "--max-batch-size", str(batch), "--max-wait-us", str(wait_us),
+             "--batch-threads", str(threads), "--tf-threads", str(tf_threads)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
         )  # fmt: skip
         lines = []
@@ -128,6 +147,18 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-us", type=int, default=2000)
+    p.add_argument(
+        "--batch-threads",
+        type=int,
+        default=BatchingOptions().threads,
+        help="model calls at once, in the server and in process",
+    )
+    p.add_argument(
+        "--tf-threads",
+        type=int,
+        default=ServerSection().tf_threads,
+        help="TensorFlow threads per model call, in both (0: TensorFlow's default)",
+    )
     p.add_argument("--texts", type=int, default=2000, help="texts taken from the test split")
     p.add_argument("--texts-file", default=None, help="one text per line, instead of test splits")
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -139,8 +170,11 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from serving.predictor import versions
+    from serving.predictor import set_tf_threads, versions
 
+    if args.batch_threads < 1 or args.tf_threads < 0:
+        p.error("--batch-threads must be ≥ 1 and --tf-threads ≥ 0")
+    set_tf_threads(args.tf_threads, args.batch_threads)
     tf.config.set_visible_devices([], "GPU")
     found = {t: versions(model_dir / t) for t in tasks}
     missing = [t for t, v in found.items() if not v]
@@ -151,8 +185,9 @@ def main(argv=None) -> int:
         )
     print(f"machine: {os.cpu_count()} CPU cores, {_cpu_name()}; TensorFlow {tf.__version__}, CPU")
     print(
-        f"batching: max_batch_size {args.max_batch_size}, max_wait_us {args.max_wait_us}; "
-        f"{args.seconds:g} s per point"
+        f"batching: max_batch_size {args.max_batch_size}, max_wait_us {args.max_wait_us}, "
+        f"{args.batch_threads} model call(s) at once, {args.tf_threads or 'default'} TensorFlow "
+        f"thread(s) per call (the same in process and in the server); {args.seconds:g} s per point"
     )
     results = {}
     with_texts = {}
@@ -160,13 +195,20 @@ def main(argv=None) -> int:
         texts = _texts(task, args.texts_file, args.texts)
         with_texts[task] = texts
         a = in_process(
-            model_dir / task / str(found[task][-1]), texts, args.max_batch_size, args.seconds
+            model_dir / task / str(found[task][-1]),
+            texts,
+            args.max_batch_size,
+            args.seconds,
+            args.batch_threads,
         )
         results[task] = {"in_process": a, "grpc": []}
-        print(f"{task} v{a['version']}: in-process batches of {args.max_batch_size}: "
-              f"{a['sentences_per_s']:.1f} sentences/s", flush=True)  # fmt: skip
+        print(f"{task} v{a['version']}: in-process batches of {args.max_batch_size}, "
+              f"{args.batch_threads} caller(s): {a['sentences_per_s']:.1f} sentences/s",
+              flush=True)  # fmt: skip
 
-    server = _Server(model_dir, args.max_batch_size, args.max_wait_us)
+    server = _Server(
+        model_dir, args.max_batch_size, args.max_wait_us, args.batch_threads, args.tf_threads
+    )
     try:
         for task in tasks:
             texts_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{task}.txt"

@@ -21,6 +21,7 @@ class ServerSection:
     workers: int = 64  # request threads (each waits while its request is in a batch)
     max_concurrent_rpcs: int = 256  # more rpcs at once are refused with RESOURCE_EXHAUSTED
     device: str = "cpu"  # cpu | gpu (gpu: fail at start when TensorFlow sees none)
+    tf_threads: int = 1  # TensorFlow threads inside one model call (0: TensorFlow's default)
     grace_seconds: float = 30.0  # on SIGTERM/SIGINT, time given to in-flight rpcs
 
 
@@ -58,6 +59,10 @@ class ServingConfig:
             raise ValueError(f"server.port must be in [0, 65535], got {s.port}")
         if s.workers < 1 or s.max_concurrent_rpcs < 1:
             raise ValueError("server.workers and server.max_concurrent_rpcs must be ≥ 1")
+        if s.tf_threads < 0:
+            raise ValueError(
+                f"server.tf_threads must be ≥ 0 (0: TensorFlow's default), got {s.tf_threads}"
+            )
         if s.device not in ("cpu", "gpu"):
             raise ValueError(f"server.device must be cpu or gpu, got {s.device!r}")
         if s.grace_seconds < 0 or self.models.poll_seconds < 0:

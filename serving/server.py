@@ -94,6 +94,9 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
     if cfg.security.tls_cert:
         server_credentials(cfg.security.tls_cert, cfg.security.tls_key)
     select_device(cfg.server.device)
+    from serving.predictor import set_tf_threads
+
+    set_tf_threads(cfg.server.tf_threads, cfg.batching.threads)
     from serving.metrics import Metrics
     from serving.predictor import Predictor
 
@@ -162,7 +165,8 @@ FLAGS = {
     "--max-batch-size": ("batching.max_batch_size", int, "texts per model call (32)"),
     "--max-wait-us": ("batching.max_wait_us", int, "wait for a fuller batch, µs (2000)"),
     "--queue-capacity": ("batching.queue_capacity", int, "texts queued before refusing (1024)"),
-    "--batch-threads": ("batching.threads", int, "concurrent model calls per task (1)"),
+    "--batch-threads": ("batching.threads", int, "model calls per task at once (2)"),
+    "--tf-threads": ("server.tf_threads", int, "TensorFlow threads per model call (1; 0 default)"),
     "--tls-cert": ("security.tls_cert", str, "PEM certificate: serve TLS"),
     "--tls-key": ("security.tls_key", str, "PEM private key"),
     "--token-file": ("security.token_file", str, "require this bearer token (or SEQ2SEQ_TOKEN)"),

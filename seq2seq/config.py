@@ -206,16 +206,17 @@ def load_config(
         section, name = key.split(".", 1)
         layers.append(("override", {section: {name: yaml.safe_load(value)}}))
 
-    def build(extra: dict | None) -> Config:
+    def build() -> Config:
         cfg = Config(task=task, preset=preset)
-        for i, (where, values) in enumerate(layers):
+        for where, values in layers:
             _merge(cfg, values, where)
-            if i == 0 and extra:
-                _merge(cfg, extra, f"preset {preset}, datasets.{cfg_dataset}")
         return cfg
 
-    cfg_dataset = build(None).data.dataset
-    cfg = build(per_dataset.get(cfg_dataset)) if cfg_dataset in per_dataset else build(None)
+    cfg = build()
+    dataset = cfg.data.dataset  # known only once the file and the overrides are in
+    if dataset in per_dataset:
+        layers.insert(1, (f"preset {preset}, datasets.{dataset}", per_dataset[dataset]))
+        cfg = build()
     validate(cfg)
     return cfg
 

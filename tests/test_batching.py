@@ -1,4 +1,8 @@
-"""The dynamic batcher alone (no TensorFlow, no gRPC): merging, splitting, keys, waits, limits."""
+"""The dynamic batcher alone (no TensorFlow, no gRPC): merging, splitting, keys, waits, limits.
+
+Tests that read the order of model calls use one worker (threads=1): with the default two,
+calls run in whichever worker is free first.
+"""
 
 import threading
 import time
@@ -44,7 +48,7 @@ def submit_together(batcher, requests):
 
 def test_concurrent_requests_share_model_calls_and_get_their_own_results_in_order():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(max_batch_size=64, max_wait_us=200_000))
+    batcher = Batcher(model, BatchingOptions(threads=1, max_batch_size=64, max_wait_us=200_000))
     requests = [("k", [i * 100 + j for j in range(i % 3 + 1)]) for i in range(12)]
     results = submit_together(batcher, requests)
     for (key, items), got in zip(requests, results, strict=True):
@@ -57,7 +61,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_results_in_orde
 
 def test_batches_never_exceed_max_batch_size_but_a_large_request_runs_whole():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(max_batch_size=4, max_wait_us=100_000))
+    batcher = Batcher(model, BatchingOptions(threads=1, max_batch_size=4, max_wait_us=100_000))
     results = submit_together(batcher, [("k", [i, i]) for i in range(6)] + [("k", list(range(9)))])
     assert results[-1] == [("k", x * 10) for x in range(9)]
     sizes = sorted(len(items) for _, items in model.calls)
@@ -68,7 +72,7 @@ def test_batches_never_exceed_max_batch_size_but_a_large_request_runs_whole():
 
 def test_different_keys_never_share_a_call():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(max_batch_size=64, max_wait_us=100_000))
+    batcher = Batcher(model, BatchingOptions(threads=1, max_batch_size=64, max_wait_us=100_000))
     requests = [(("beam", i % 2), [i]) for i in range(10)]
     results = submit_together(batcher, requests)
     assert results == [[(key, items[0] * 10)] for key, items in requests]
@@ -79,13 +83,13 @@ def test_different_keys_never_share_a_call():
 
 def test_a_full_batch_goes_at_once_and_a_lone_request_waits_at_most_max_wait():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(max_batch_size=2, max_wait_us=5_000_000))
+    batcher = Batcher(model, BatchingOptions(threads=1, max_batch_size=2, max_wait_us=5_000_000))
     start = time.monotonic()
     submit_together(batcher, [("k", [1]), ("k", [2])])
     assert time.monotonic() - start < 2.5  # did not sit out the 5 s window
     batcher.close()
 
-    batcher = Batcher(Recorder(), BatchingOptions(max_batch_size=64, max_wait_us=50_000))
+    batcher = Batcher(Recorder(), BatchingOptions(threads=1, max_batch_size=64, max_wait_us=50_000))
     start = time.monotonic()
     assert batcher("k", [3], timeout=5) == [("k", 30)]
     waited = time.monotonic() - start
@@ -96,7 +100,9 @@ def test_a_full_batch_goes_at_once_and_a_lone_request_waits_at_most_max_wait():
 def test_over_capacity_is_refused_at_once_and_nothing_queued_is_lost():
     gate = threading.Event()
     model = Recorder(gate=gate)
-    batcher = Batcher(model, BatchingOptions(max_batch_size=2, max_wait_us=0, queue_capacity=3))
+    batcher = Batcher(
+        model, BatchingOptions(threads=1, max_batch_size=2, max_wait_us=0, queue_capacity=3)
+    )
     running = batcher.submit("k", [0])  # taken by the worker, which blocks on the gate
     deadline = time.monotonic() + 5
     while batcher.queue_depth and time.monotonic() < deadline:
@@ -118,11 +124,11 @@ def test_a_failing_model_call_fails_only_its_own_requests():
             raise RuntimeError("model exploded")
         return items
 
-    batcher = Batcher(run, BatchingOptions(max_wait_us=0))
+    batcher = Batcher(run, BatchingOptions(threads=1, max_wait_us=0))
     with pytest.raises(RuntimeError, match="model exploded"):
         batcher("bad", [1], timeout=5)
     assert batcher("good", [2], timeout=5) == [2]
-    wrong = Batcher(lambda key, items: items[:-1], BatchingOptions(max_wait_us=0))
+    wrong = Batcher(lambda key, items: items[:-1], BatchingOptions(threads=1, max_wait_us=0))
     with pytest.raises(RuntimeError, match="returned 1 results for 2 items"):
         wrong("k", [1, 2], timeout=5)
     batcher.close()
@@ -132,7 +138,7 @@ def test_a_failing_model_call_fails_only_its_own_requests():
 def test_cancelled_requests_are_skipped_and_close_drains_the_queue():
     gate = threading.Event()
     model = Recorder(gate=gate)
-    batcher = Batcher(model, BatchingOptions(max_batch_size=1, max_wait_us=0))
+    batcher = Batcher(model, BatchingOptions(threads=1, max_batch_size=1, max_wait_us=0))
     first = batcher.submit("k", [1])
     deadline = time.monotonic() + 5
     while batcher.queue_depth and time.monotonic() < deadline:

@@ -4,8 +4,9 @@ No TensorFlow and no gRPC here. A `Batcher` owns a queue and one worker thread p
 caller `submit`s its items under a *key* (requests only share a model call when their keys are
 equal: same model version and decoding options) and blocks on the returned future. The worker
 takes the oldest request, waits at most `max_wait_us` after its arrival for more requests with
-the same key, runs `run_batch(key, items)` once on all their items (at most `max_batch_size`, a
-single larger request runs alone), and gives each caller its own slice of the results, in order.
+the same key (less once as many items are queued as its previous call answered), runs
+`run_batch(key, items)` once on all their items (at most `max_batch_size`, a single larger
+request runs alone), and gives each caller its own slice of the results, in order.
 
 Over `queue_capacity` queued items, `submit` raises `Overloaded` at once (→ RESOURCE_EXHAUSTED):
 a bounded queue keeps latency bounded and tells clients to back off, instead of growing memory.
@@ -120,15 +121,19 @@ class Batcher:
 
     # --- worker side ---------------------------------------------------------------------------
 
-    def _take(self, free_since: float) -> list[_Request] | None:
+    def _take(self, free_since: float, expect: int) -> list[_Request] | None:
         """Blocks until a batch is due; removes and returns its requests (None: closed).
 
-        A batch is due when it is full, or `max_wait_us` after the later of its oldest
-        request's arrival and the moment this worker became free (`free_since`): under load,
-        the callers just answered by the previous call get that long to send their next
-        request and join, instead of the batches shrinking to whatever queued meanwhile.
+        A batch is due when `expect` items with its key are queued (the size of this worker's
+        previous batch: under a steady load, the callers it just answered come back), when it
+        is full, or `max_wait_us` after the later of its oldest request's arrival and the moment
+        this worker became free (`free_since`). So a lone caller is not kept waiting for company
+        that never comes, and under load the callers just answered get that long to send their
+        next request and join, instead of the batches shrinking to whatever queued meanwhile.
+        `expect` 0 (no batch yet) waits for a full batch.
         """
         opts = self.options
+        enough = min(expect or opts.max_batch_size, opts.max_batch_size)
         with self._cond:
             while True:
                 while not self._queue:
@@ -140,7 +145,7 @@ class Batcher:
                 while not self._closed and self._queue and self._queue[0] is first:
                     same = sum(len(r.items) for r in self._queue if r.key == first.key)
                     left = deadline - time.monotonic()
-                    if same >= opts.max_batch_size or left <= 0:
+                    if same >= enough or left <= 0:
                         break
                     self._cond.wait(left)
                 if self._queue and self._queue[0] is first:
@@ -159,14 +164,15 @@ class Batcher:
             return batch
 
     def _work(self) -> None:
-        free_since = 0.0
+        free_since, expect = 0.0, 0
         while True:
-            batch = self._take(free_since)
+            batch = self._take(free_since, expect)
             if batch is None:
                 return
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if not live:
                 continue
+            expect = sum(len(r.items) for r in live)
             try:
                 self._run(live)
             finally:

@@ -10,6 +10,12 @@ In one run, for each task with an exported model:
       sentences/s and p50/p90/p99 latency,
 and the ratio (b)/(a). Texts are the test split prepared by `make data` (or --texts-file).
 Targets: ratio ≥ 0.8 at 32 clients; p50 ≤ 20 ms for one sentence, greedy, 1 client.
+
+Then (c) the same server code with a model that costs nothing (`NullPredictor`: no TensorFlow,
+no batching) under the largest client count: F answers/s, what the rpc path alone (client and
+server) gets from this machine. When the clients share the machine with the server, each
+answer costs 1/F of it for the rpc path and at least 1/A for the model (A = the anchor), so
+the ratio cannot exceed F / (A + F): the ceiling printed beside the ratio.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 
 from serving.batching import BatchingOptions
 from serving.config import ServerSection
+from serving.errors import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLITS = {
@@ -113,15 +120,56 @@ def in_process(
     return {"sentences_per_s": sum(done) / elapsed, "version": version, "callers": callers}
 
 
+class NullPredictor:
+    """A predictor whose model costs nothing: each translation is the source text, each
+    classification the same two labels. The server around it is the real one (servicer,
+    protobuf, interceptors, thread pool) minus batching and TensorFlow."""
+
+    limits = Limits()
+
+    def translate(self, texts, **_options):
+        return [[(text, 0.0)] for text in texts], 0
+
+    def classify(self, texts, **_options):
+        return [("pos", [("neg", 0.25), ("pos", 0.75)]) for _ in texts], 0
+
+    def metadata(self, task=None):
+        return []
+
+
+def serve_null(port: int) -> None:
+    """Runs the gRPC server on `port` with NullPredictor until killed."""
+    from serving import config as serving_config
+    from serving.server import build_server
+
+    server, bound, _ = build_server(
+        NullPredictor(), serving_config.load(None, {"server.port": port})
+    )
+    server.start()
+    print(f"null server listening on 127.0.0.1:{bound}", flush=True)
+    server.wait_for_termination()
+
+
 class _Server:
-    def __init__(self, model_dir: Path, batch: int, wait_us: int, threads: int, tf_threads: int):
+    """The server in a child process: `python -m serving` with these flags, or (null=True)
+    the same server code around NullPredictor."""
+
+    def __init__(
+        self, model_dir: Path, batch: int, wait_us: int, threads: int, tf_threads: int,
+        null: bool = False,
+    ):  # fmt: skip
         self.port = _free_port()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        if null:
+            command = ["-m", "serving.bench", "--null-server-port", str(self.port)]
+        else:
+            command = [
+                "-m", "serving", "--model-dir", str(model_dir), "--port", str(self.port),
+                "--poll-seconds", "0", "--max-batch-size", str(batch), "--max-wait-us",
+                str(wait_us), "--batch-threads", str(threads), "--tf-threads", str(tf_threads),
+            ]  # fmt: skip
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model-dir", str(model_dir),
-             "--port", str(self.port), "--poll-seconds", "0",
-             "--max-batch-size", str(batch), "--max-wait-us", str(wait_us),
-             "--batch-threads", str(threads), "--tf-threads", str(tf_threads)],
+            [sys.executable, *command],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
         )  # fmt: skip
         lines = []
@@ -139,8 +187,22 @@ class _Server:
             self.proc.kill()
 
 
+def _load(port: int, n: int, task: str, texts_path: Path, seconds: float) -> dict:
+    """`serving.loadgen` with n clients against 127.0.0.1:port, in a child process."""
+    out = subprocess.run(
+        [sys.executable, "-m", "serving.loadgen", "--target", f"127.0.0.1:{port}",
+         "--clients", str(n), "--seconds", str(seconds), "--task", task,
+         "--texts-file", str(texts_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=seconds * 4 + 120,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"error: the load generator failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--null-server-port", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", default="models")
     p.add_argument("--tasks", default="translate,classify")
     p.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
@@ -163,6 +225,9 @@ def main(argv=None) -> int:
     p.add_argument("--texts-file", default=None, help="one text per line, instead of test splits")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
+    if args.null_server_port is not None:  # internal: the child process of step (c)
+        serve_null(args.null_server_port)
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tasks = [t for t in args.tasks.split(",") if t]
     clients = [int(c) for c in args.clients.split(",") if c]
@@ -172,6 +237,8 @@ def main(argv=None) -> int:
 
     from serving.predictor import set_tf_threads, versions
 
+    if not clients or min(clients) < 1:
+        p.error("--clients must list client counts ≥ 1, e.g. 1,8,32")
     if args.batch_threads < 1 or args.tf_threads < 0:
         p.error("--batch-threads must be ≥ 1 and --tf-threads ≥ 0")
     set_tf_threads(args.tf_threads, args.batch_threads)
@@ -209,20 +276,13 @@ def main(argv=None) -> int:
     server = _Server(
         model_dir, args.max_batch_size, args.max_wait_us, args.batch_threads, args.tf_threads
     )
+    texts_paths = {}
     try:
         for task in tasks:
-            texts_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{task}.txt"
-            texts_path.write_text("\n".join(with_texts[task]) + "\n", encoding="utf-8")
+            texts_paths[task] = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{task}.txt"
+            texts_paths[task].write_text("\n".join(with_texts[task]) + "\n", encoding="utf-8")
             for n in clients:
-                out = subprocess.run(
-                    [sys.executable, "-m", "serving.loadgen", "--target",
-                     f"127.0.0.1:{server.port}", "--clients", str(n), "--seconds",
-                     str(args.seconds), "--task", task, "--texts-file", str(texts_path)],
-                    capture_output=True, text=True, cwd=ROOT, timeout=args.seconds * 4 + 120,
-                )  # fmt: skip
-                if out.returncode != 0:
-                    raise SystemExit(f"error: the load generator failed:\n{out.stderr[-2000:]}")
-                b = json.loads(out.stdout.strip().splitlines()[-1])
+                b = _load(server.port, n, task, texts_paths[task], args.seconds)
                 b["ratio"] = b["sentences_per_s"] / results[task]["in_process"]["sentences_per_s"]
                 results[task]["grpc"].append(b)
                 print(f"{task}: gRPC {n:>2} clients: {b['sentences_per_s']:8.1f} sentences/s  "
@@ -231,11 +291,31 @@ def main(argv=None) -> int:
     finally:
         server.stop()
 
+    # (c) the rpc path alone, at the largest client count: the ceiling of the ratio.
+    null = _Server(model_dir, args.max_batch_size, args.max_wait_us, 1, 0, null=True)
+    try:
+        for task in tasks:
+            c = _load(null.port, max(clients), task, texts_paths[task], args.seconds)
+            a = results[task]["in_process"]["sentences_per_s"]
+            f = c["sentences_per_s"]
+            results[task]["rpc_alone"] = {**c, "ceiling": f / (a + f)}
+            print(f"{task}: rpc path alone (model costing nothing), {max(clients)} clients: "
+                  f"{f:8.1f} answers/s → ceiling of the ratio here {f / (a + f):.2f}",
+                  flush=True)  # fmt: skip
+    finally:
+        null.stop()
+
     print("\nsummary (ratio = gRPC sentences/s ÷ in-process sentences/s, same run)")
+    print("ceiling = F / (A + F), F = answers/s of the rpc path alone, A = in-process sentences/s:")
+    print("the most the ratio can be while clients and server share this machine's cores")
     print(f"{'task':<10} {'clients':>7} {'sent/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}")
     for task in tasks:
         a = results[task]["in_process"]["sentences_per_s"]
         print(f"{task:<10} {'in-proc':>7} {a:9.1f} {1:6.2f} {'':>7} {'':>7}")
+        alone = results[task]["rpc_alone"]
+        note = f"(rpc path alone, {alone['clients']} clients; ceiling {alone['ceiling']:.2f})"
+        print(f"{task:<10} {'no-model':>7} {alone['sentences_per_s']:9.1f} "
+              f"{'':>6} {alone['p50_ms']:7.1f} {alone['p99_ms']:7.1f}  {note}")  # fmt: skip
         for b in results[task]["grpc"]:
             print(f"{task:<10} {b['clients']:>7} {b['sentences_per_s']:9.1f} {b['ratio']:6.2f} "
                   f"{b['p50_ms']:7.1f} {b['p99_ms']:7.1f}")  # fmt: skip
@@ -245,7 +325,11 @@ def main(argv=None) -> int:
         if 32 in by_n:
             r = by_n[32]["ratio"]
             met = "met" if r >= 0.8 else "NOT met"
-            verdicts.append(f"{task} ratio at 32 clients {r:.2f} (target ≥ 0.8: {met})")
+            ceiling = results[task]["rpc_alone"]["ceiling"]
+            verdicts.append(
+                f"{task} ratio at 32 clients {r:.2f} (target ≥ 0.8: {met}; ceiling on this "
+                f"machine {ceiling:.2f}, reached {r / ceiling:.0%} of it)"
+            )
         if task == "translate" and 1 in by_n:
             p50 = by_n[1]["p50_ms"]
             met = "met" if p50 <= 20 else "NOT met"

@@ -178,3 +178,25 @@ def test_two_worker_threads_run_batches_concurrently():
     a, b = batcher.submit("k", [1]), batcher.submit("k", [2])
     assert a.result(5) == [1] and b.result(5) == [2]
     batcher.close()
+
+
+def test_after_a_batch_a_worker_goes_as_soon_as_as_many_items_are_queued_again():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(threads=1, max_batch_size=64, max_wait_us=300_000))
+    # No batch yet: a lone request waits the whole window for company.
+    start = time.monotonic()
+    assert batcher("k", [1], timeout=5) == [("k", 10)]
+    assert time.monotonic() - start >= 0.29
+    # The worker answered 1 item: the next request (2 items) goes at once.
+    start = time.monotonic()
+    assert batcher("k", [2, 3], timeout=5) == [("k", 20), ("k", 30)]
+    assert time.monotonic() - start < 0.2
+    # It answered 2 items: one alone waits for a second, and both go together when it comes.
+    start = time.monotonic()
+    first = batcher.submit("k", [4])
+    time.sleep(0.1)
+    second = batcher.submit("k", [5])
+    assert first.result(5) == [("k", 40)] and second.result(5) == [("k", 50)]
+    assert 0.09 <= time.monotonic() - start < 0.25
+    assert [items for _, items in model.calls] == [[1], [2, 3], [4, 5]]
+    batcher.close()

@@ -2,9 +2,11 @@
 
 In one run, for each task with an exported model:
   (a) in process: the newest SavedModel version called on batches of `--max-batch-size` texts
-      (greedy translation) by `--batch-threads` threads at once, with the server's TensorFlow
-      thread settings (`--tf-threads`), sentences/s — the anchor: the model alone, run the way
-      the server runs it;
+      (greedy translation) by as many threads at once as the server gives that task
+      (`--batch-threads`), with the server's TensorFlow thread settings (`--tf-threads`),
+      sentences/s — the anchor: the model alone, run the way
+      the server runs it; measured before and after (b) and (c), and the mean taken, since
+      this machine's speed drifts within minutes;
   (b) the gRPC server (`python -m serving`, dynamic batching on) loaded by 1, 8 and 32
       concurrent clients in a separate process (`serving.loadgen`, one text per request),
       sentences/s and p50/p90/p99 latency,
@@ -34,7 +36,7 @@ import time
 from pathlib import Path
 
 from serving.batching import BatchingOptions
-from serving.config import ServerSection
+from serving.config import ServerSection, parse_threads
 from serving.errors import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,12 +152,19 @@ def serve_null(port: int) -> None:
     server.wait_for_termination()
 
 
+def _threads_flag(threads: int | dict[str, int]) -> str:
+    """batching.threads as `--batch-threads` takes it."""
+    if isinstance(threads, dict):
+        return ",".join(f"{task}={n}" for task, n in threads.items())
+    return str(threads)
+
+
 class _Server:
     """The server in a child process: `python -m serving` with these flags, or (null=True)
     the same server code around NullPredictor."""
 
     def __init__(
-        self, model_dir: Path, batch: int, wait_us: int, threads: int, tf_threads: int,
+        self, model_dir: Path, batch: int, wait_us: int, threads, tf_threads: int,
         null: bool = False,
     ):  # fmt: skip
         self.port = _free_port()
@@ -166,7 +175,8 @@ class _Server:
             command = [
                 "-m", "serving", "--model-dir", str(model_dir), "--port", str(self.port),
                 "--poll-seconds", "0", "--max-batch-size", str(batch), "--max-wait-us",
-                str(wait_us), "--batch-threads", str(threads), "--tf-threads", str(tf_threads),
+                str(wait_us), "--batch-threads", _threads_flag(threads),
+                "--tf-threads", str(tf_threads),
             ]  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, *command],
@@ -211,9 +221,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-wait-us", type=int, default=2000)
     p.add_argument(
         "--batch-threads",
-        type=int,
+        type=parse_threads,
         default=BatchingOptions().threads,
-        help="model calls at once, in the server and in process",
+        help="model calls at once per task, in the server and in process: N, or "
+        "translate=2,classify=1 (the server's default)",
     )
     p.add_argument(
         "--tf-threads",
@@ -239,9 +250,13 @@ def main(argv=None) -> int:
 
     if not clients or min(clients) < 1:
         p.error("--clients must list client counts ≥ 1, e.g. 1,8,32")
-    if args.batch_threads < 1 or args.tf_threads < 0:
-        p.error("--batch-threads must be ≥ 1 and --tf-threads ≥ 0")
-    set_tf_threads(args.tf_threads, args.batch_threads)
+    try:
+        batching = BatchingOptions(threads=args.batch_threads)
+    except ValueError as err:
+        p.error(str(err).replace("batching.threads", "--batch-threads"))
+    if args.tf_threads < 0:
+        p.error("--tf-threads must be ≥ 0")
+    set_tf_threads(args.tf_threads, batching)
     tf.config.set_visible_devices([], "GPU")
     found = {t: versions(model_dir / t) for t in tasks}
     missing = [t for t, v in found.items() if not v]
@@ -253,28 +268,32 @@ def main(argv=None) -> int:
     print(f"machine: {os.cpu_count()} CPU cores, {_cpu_name()}; TensorFlow {tf.__version__}, CPU")
     print(
         f"batching: max_batch_size {args.max_batch_size}, max_wait_us {args.max_wait_us}, "
-        f"{args.batch_threads} model call(s) at once, {args.tf_threads or 'default'} TensorFlow "
+        f"model calls at once {_threads_flag(batching.threads)}, "
+        f"{args.tf_threads or 'default'} TensorFlow "
         f"thread(s) per call (the same in process and in the server); {args.seconds:g} s per point"
     )
-    results = {}
-    with_texts = {}
-    for task in tasks:
-        texts = _texts(task, args.texts_file, args.texts)
-        with_texts[task] = texts
+    results = {task: {"in_process": {}, "grpc": []} for task in tasks}
+    with_texts = {task: _texts(task, args.texts_file, args.texts) for task in tasks}
+    anchors: dict[str, list[float]] = {task: [] for task in tasks}
+
+    def anchor(task: str, when: str) -> None:
         a = in_process(
             model_dir / task / str(found[task][-1]),
-            texts,
+            with_texts[task],
             args.max_batch_size,
             args.seconds,
-            args.batch_threads,
+            batching.threads_for(task),
         )
-        results[task] = {"in_process": a, "grpc": []}
-        print(f"{task} v{a['version']}: in-process batches of {args.max_batch_size}, "
-              f"{args.batch_threads} caller(s): {a['sentences_per_s']:.1f} sentences/s",
+        anchors[task].append(a["sentences_per_s"])
+        results[task]["in_process"] = {**a, "runs": anchors[task]}
+        print(f"{task} v{a['version']}: in process ({when}), batches of {args.max_batch_size}, "
+              f"{a['callers']} caller(s): {a['sentences_per_s']:.1f} sentences/s",
               flush=True)  # fmt: skip
 
+    for task in tasks:
+        anchor(task, "before")
     server = _Server(
-        model_dir, args.max_batch_size, args.max_wait_us, args.batch_threads, args.tf_threads
+        model_dir, args.max_batch_size, args.max_wait_us, batching.threads, args.tf_threads
     )
     texts_paths = {}
     try:
@@ -283,11 +302,10 @@ def main(argv=None) -> int:
             texts_paths[task].write_text("\n".join(with_texts[task]) + "\n", encoding="utf-8")
             for n in clients:
                 b = _load(server.port, n, task, texts_paths[task], args.seconds)
-                b["ratio"] = b["sentences_per_s"] / results[task]["in_process"]["sentences_per_s"]
                 results[task]["grpc"].append(b)
                 print(f"{task}: gRPC {n:>2} clients: {b['sentences_per_s']:8.1f} sentences/s  "
                       f"p50 {b['p50_ms']:6.1f} ms  p99 {b['p99_ms']:6.1f} ms  "
-                      f"ratio {b['ratio']:.2f}  errors {b['errors'] or 0}", flush=True)  # fmt: skip
+                      f"errors {b['errors'] or 0}", flush=True)  # fmt: skip
     finally:
         server.stop()
 
@@ -296,22 +314,31 @@ def main(argv=None) -> int:
     try:
         for task in tasks:
             c = _load(null.port, max(clients), task, texts_paths[task], args.seconds)
-            a = results[task]["in_process"]["sentences_per_s"]
-            f = c["sentences_per_s"]
-            results[task]["rpc_alone"] = {**c, "ceiling": f / (a + f)}
+            results[task]["rpc_alone"] = c
             print(f"{task}: rpc path alone (model costing nothing), {max(clients)} clients: "
-                  f"{f:8.1f} answers/s → ceiling of the ratio here {f / (a + f):.2f}",
-                  flush=True)  # fmt: skip
+                  f"{c['sentences_per_s']:8.1f} answers/s", flush=True)  # fmt: skip
     finally:
         null.stop()
 
-    print("\nsummary (ratio = gRPC sentences/s ÷ in-process sentences/s, same run)")
+    # The anchor again: this machine drifts, so (a) is the mean of a run before and one after.
+    for task in tasks:
+        anchor(task, "after")
+        a = sum(anchors[task]) / len(anchors[task])
+        results[task]["in_process"]["sentences_per_s"] = a
+        for b in results[task]["grpc"]:
+            b["ratio"] = b["sentences_per_s"] / a
+        f = results[task]["rpc_alone"]["sentences_per_s"]
+        results[task]["rpc_alone"]["ceiling"] = f / (a + f)
+
+    print("\nsummary (ratio = gRPC sentences/s ÷ in-process sentences/s, same run: the mean of")
+    print("in-process runs before and after the gRPC points)")
     print("ceiling = F / (A + F), F = answers/s of the rpc path alone, A = in-process sentences/s:")
     print("the most the ratio can be while clients and server share this machine's cores")
     print(f"{'task':<10} {'clients':>7} {'sent/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}")
     for task in tasks:
         a = results[task]["in_process"]["sentences_per_s"]
-        print(f"{task:<10} {'in-proc':>7} {a:9.1f} {1:6.2f} {'':>7} {'':>7}")
+        runs = " and ".join(f"{x:.1f}" for x in anchors[task])
+        print(f"{task:<10} {'in-proc':>7} {a:9.1f} {1:6.2f} {'':>7} {'':>7}  (mean of {runs})")
         alone = results[task]["rpc_alone"]
         note = f"(rpc path alone, {alone['clients']} clients; ceiling {alone['ceiling']:.2f})"
         print(f"{task:<10} {'no-model':>7} {alone['sentences_per_s']:9.1f} "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.batching import BatchingOptions
-from serving.errors import Limits
+from serving.errors import TASKS, Limits
 
 
 @dataclass
@@ -67,6 +67,12 @@ class ServingConfig:
             raise ValueError(f"server.device must be cpu or gpu, got {s.device!r}")
         if s.grace_seconds < 0 or self.models.poll_seconds < 0:
             raise ValueError("server.grace_seconds and models.poll_seconds must be ≥ 0")
+        threads = self.batching.threads
+        unknown = sorted(set(threads) - set(TASKS)) if isinstance(threads, dict) else []
+        if unknown:
+            raise ValueError(
+                f"batching.threads: unknown task {unknown[0]!r}; tasks: {', '.join(TASKS)}"
+            )
         if bool(self.security.tls_cert) != bool(self.security.tls_key):
             raise ValueError("security.tls_cert and security.tls_key go together: give both")
         if not -1 <= self.metrics.port <= 65535:
@@ -81,6 +87,10 @@ class ServingConfig:
 
 def _typed(section: str, key: str, value, default):
     kind = type(default)
+    if kind is dict:  # batching.threads: a number for every task, or {task: number}
+        if isinstance(value, dict) or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"{section}.{key} must be an integer or a mapping, got {value!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is str and value is None:
@@ -90,6 +100,21 @@ def _typed(section: str, key: str, value, default):
             f"{section}.{key} must be {kind.__name__}, got {value!r} ({type(value).__name__})"
         )
     return value
+
+
+def parse_threads(text: str) -> int | dict[str, int]:
+    """`--batch-threads`: "2" (every task) or "translate=2,classify=1"."""
+    import argparse
+
+    try:
+        if "=" not in text:
+            return int(text)
+        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+        return {task.strip(): int(n) for task, n in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or task=number,… (e.g. translate=2,classify=1), got {text!r}"
+        ) from None
 
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> ServingConfig:

@@ -30,6 +30,9 @@ class DeadlineExceeded(PredictorError, TimeoutError):
     """The caller's deadline passed before the model answered (→ DEADLINE_EXCEEDED)."""
 
 
+TASKS = ("translate", "classify")  # the tasks a server serves, one model repository folder each
+
+
 @dataclass(frozen=True)
 class Limits:
     max_texts: int = 64  # texts per request

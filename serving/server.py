@@ -96,7 +96,7 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
     select_device(cfg.server.device)
     from serving.predictor import set_tf_threads
 
-    set_tf_threads(cfg.server.tf_threads, cfg.batching.threads)
+    set_tf_threads(cfg.server.tf_threads, cfg.batching)
     from serving.metrics import Metrics
     from serving.predictor import Predictor
 
@@ -165,7 +165,11 @@ FLAGS = {
     "--max-batch-size": ("batching.max_batch_size", int, "texts per model call (32)"),
     "--max-wait-us": ("batching.max_wait_us", int, "wait for a fuller batch, µs (2000)"),
     "--queue-capacity": ("batching.queue_capacity", int, "texts queued before refusing (1024)"),
-    "--batch-threads": ("batching.threads", int, "model calls per task at once (2)"),
+    "--batch-threads": (
+        "batching.threads",
+        serving_config.parse_threads,
+        "model calls at once: N for every task, or translate=2,classify=1 (the default)",
+    ),
     "--tf-threads": ("server.tf_threads", int, "TensorFlow threads per model call (1; 0 default)"),
     "--tls-cert": ("security.tls_cert", str, "PEM certificate: serve TLS"),
     "--tls-key": ("security.tls_key", str, "PEM private key"),

@@ -1,6 +1,6 @@
 """The dynamic batcher alone (no TensorFlow, no gRPC): merging, splitting, keys, waits, limits.
 
-Tests that read the order of model calls use one worker (threads=1): with the default two,
+Tests that read the order of model calls use one worker (threads=1): with two,
 calls run in whichever worker is free first.
 """
 
@@ -200,3 +200,14 @@ def test_after_a_batch_a_worker_goes_as_soon_as_as_many_items_are_queued_again()
     assert 0.09 <= time.monotonic() - start < 0.25
     assert [items for _, items in model.calls] == [[1], [2, 3], [4, 5]]
     batcher.close()
+
+
+def test_threads_can_be_given_per_batcher_name():
+    options = BatchingOptions(threads={"translate": 2, "classify": 1})
+    two = Batcher(lambda key, items: items, options, name="translate")
+    one = Batcher(lambda key, items: items, options, name="classify")
+    other = Batcher(lambda key, items: items, options, name="unlisted")
+    assert [len(b._threads) for b in (two, one, other)] == [2, 1, 1]
+    assert two.options.threads == 2 and one("k", [7], timeout=5) == [7]
+    for b in (two, one, other):
+        b.close()

@@ -1,5 +1,6 @@
 """Server settings: defaults < YAML file < flags, and clear errors for bad ones (no TensorFlow)."""
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,24 @@ def test_every_flag_names_a_real_setting():
     for flag, (dotted, kind, _) in FLAGS.items():
         section, key = dotted.split(".")
         default = getattr(getattr(config.ServingConfig(), section), key)
+        if kind is config.parse_threads:  # a number, or task=number pairs: the default's form
+            assert kind("translate=2,classify=1") == default, flag
+            continue
         assert type(default) is kind, flag
+
+
+def test_batch_threads_are_one_number_or_one_per_task(tmp_path):
+    assert config.load().batching.threads == {"translate": 2, "classify": 1}
+    every = config.load(None, {"batching.threads": config.parse_threads("3")}).batching
+    assert [every.threads_for(t) for t in ("translate", "classify")] == [3, 3]
+    path = tmp_path / "serving.yaml"
+    path.write_text("batching:\n  threads: {classify: 2}\n")
+    per_task = config.load(path).batching
+    assert [per_task.threads_for(t) for t in ("translate", "classify")] == [1, 2]
+    assert config.parse_threads("translate=4, classify=1") == {"translate": 4, "classify": 1}
+    for bad in ("two", "translate=x", "translate"):
+        with pytest.raises(argparse.ArgumentTypeError, match="translate=2,classify=1"):
+            config.parse_threads(bad)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +70,10 @@ def test_every_flag_names_a_real_setting():
         ("server:\n  port: 70000\n", "must be in [0, 65535]"),
         ("server:\n  device: tpu\n", "cpu or gpu"),
         ("batching:\n  queue_capacity: 0\n", "queue_capacity must be an integer ≥ 1"),
+        ("batching:\n  threads: 0\n", "batching.threads must be an integer ≥ 1 or a mapping"),
+        ("batching:\n  threads: {classify: 0}\n", "mapping of task to integer ≥ 1"),
+        ("batching:\n  threads: {translat: 2}\n", "unknown task 'translat'"),
+        ("batching:\n  threads: two\n", "batching.threads must be an integer or a mapping"),
         ("security:\n  tls_key: k.pem\n", "go together"),
         ("limits:\n  max_texts: 0\n", "limits.max_texts must be ≥ 1"),
         ("- a\n- b\n", "expected sections"),

@@ -3,6 +3,7 @@
 
 import datetime
 import ipaddress
+import json
 import shutil
 import signal
 import subprocess
@@ -455,3 +456,41 @@ def test_sigterm_during_load_drains_cleanly(models):
     assert all(sent > signalled - 0.1 for _, sent in load.failed), [
         (c, round(sent - signalled, 3)) for c, sent in load.failed if sent <= signalled - 0.1
     ]
+
+
+# --- make bench-serve --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(models, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(es for _, es in PAIRS) + "\n", encoding="utf-8")
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "serving.bench", "--model-dir", str(models), "--clients", "1,4",
+         "--seconds", "0.5", "--texts-file", str(texts), "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert set(results) == {"translate", "classify"}
+    for r in results.values():
+        runs = r["in_process"]["runs"]
+        assert len(runs) == 2 and min(runs) > 0  # before and after the gRPC points
+        a = r["in_process"]["sentences_per_s"]
+        assert a == pytest.approx(sum(runs) / 2)
+        assert [b["clients"] for b in r["grpc"]] == [1, 4]
+        for b in r["grpc"]:
+            assert b["requests"] > 0 and b["errors"] == {}
+            assert b["ratio"] == pytest.approx(b["sentences_per_s"] / a)
+        f = r["rpc_alone"]["sentences_per_s"]
+        assert r["rpc_alone"]["clients"] == 4 and f > 0
+        assert r["rpc_alone"]["ceiling"] == pytest.approx(f / (a + f))
+    assert "ceiling on this machine" not in run.stdout  # the verdicts are for 32 clients only
+    assert "rpc path alone" in run.stdout
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "serving.bench", "--model-dir", str(models), "--clients", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--clients must list client counts" in bad.stderr

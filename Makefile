@@ -133,7 +133,7 @@ serve: $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then ser
 	$(BIN)/python -m serving $(SERVE_OPTS)
 
 bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC server under 1/8/32 clients vs in-process calls
-	@echo "==> benchmarking the server against in-process calls of the exported models (~2 min)"
+	@echo "==> benchmarking the server against in-process calls of the exported models (~4 min)"
 	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR)
 
 clean:  ## remove caches (keeps .venv, data, runs and models)

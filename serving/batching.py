@@ -97,7 +97,6 @@ class Batcher:
     ):
         self.run_batch = run_batch
         self.options = (options or BatchingOptions()).for_batcher(name)
-        self.name = name
         self.on_batch = on_batch
         self._queue: deque[_Request] = deque()
         self._queued_items = 0

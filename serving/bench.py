@@ -4,9 +4,9 @@ In one run, for each task with an exported model:
   (a) in process: the newest SavedModel version called on batches of `--max-batch-size` texts
       (greedy translation) by as many threads at once as the server gives that task
       (`--batch-threads`), with the server's TensorFlow thread settings (`--tf-threads`),
-      sentences/s — the anchor: the model alone, run the way
-      the server runs it; measured before and after (b) and (c), and the mean taken, since
-      this machine's speed drifts within minutes;
+      sentences/s — the anchor: the model alone, run the way the server runs it; measured
+      before and after (b) and (c), and the mean taken, since this machine's speed drifts
+      within minutes;
   (b) the gRPC server (`python -m serving`, dynamic batching on) loaded by 1, 8 and 32
       concurrent clients in a separate process (`serving.loadgen`, one text per request),
       sentences/s and p50/p90/p99 latency,
@@ -160,24 +160,12 @@ def _threads_flag(threads: int | dict[str, int]) -> str:
 
 
 class _Server:
-    """The server in a child process: `python -m serving` with these flags, or (null=True)
-    the same server code around NullPredictor."""
+    """A server in a child process, `python <module_args> --port <free port>`, until stop()."""
 
-    def __init__(
-        self, model_dir: Path, batch: int, wait_us: int, threads, tf_threads: int,
-        null: bool = False,
-    ):  # fmt: skip
+    def __init__(self, module_args: list[str]):
         self.port = _free_port()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-        if null:
-            command = ["-m", "serving.bench", "--null-server-port", str(self.port)]
-        else:
-            command = [
-                "-m", "serving", "--model-dir", str(model_dir), "--port", str(self.port),
-                "--poll-seconds", "0", "--max-batch-size", str(batch), "--max-wait-us",
-                str(wait_us), "--batch-threads", _threads_flag(threads),
-                "--tf-threads", str(tf_threads),
-            ]  # fmt: skip
+        command = [*module_args, "--port", str(self.port)]
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
@@ -212,7 +200,8 @@ def _load(port: int, n: int, task: str, texts_path: Path, seconds: float) -> dic
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--null-server-port", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--null-server", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)  # with --null-server
     p.add_argument("--model-dir", default="models")
     p.add_argument("--tasks", default="translate,classify")
     p.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
@@ -236,8 +225,8 @@ def main(argv=None) -> int:
     p.add_argument("--texts-file", default=None, help="one text per line, instead of test splits")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
-    if args.null_server_port is not None:  # internal: the child process of step (c)
-        serve_null(args.null_server_port)
+    if args.null_server:  # internal: the child process of step (c)
+        serve_null(args.port)
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tasks = [t for t in args.tasks.split(",") if t]
@@ -293,8 +282,10 @@ def main(argv=None) -> int:
     for task in tasks:
         anchor(task, "before")
     server = _Server(
-        model_dir, args.max_batch_size, args.max_wait_us, batching.threads, args.tf_threads
-    )
+        ["-m", "serving", "--model-dir", str(model_dir), "--poll-seconds", "0",
+         "--max-batch-size", str(args.max_batch_size), "--max-wait-us", str(args.max_wait_us),
+         "--batch-threads", _threads_flag(batching.threads), "--tf-threads", str(args.tf_threads)]
+    )  # fmt: skip
     texts_paths = {}
     try:
         for task in tasks:
@@ -310,7 +301,7 @@ def main(argv=None) -> int:
         server.stop()
 
     # (c) the rpc path alone, at the largest client count: the ceiling of the ratio.
-    null = _Server(model_dir, args.max_batch_size, args.max_wait_us, 1, 0, null=True)
+    null = _Server(["-m", "serving.bench", "--null-server"])
     try:
         for task in tasks:
             c = _load(null.port, max(clients), task, texts_paths[task], args.seconds)

@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 
 # Options (make VAR=value): PRESET (default|tiny), CONFIG (YAML merged over the preset),
 # DATA_FILE, EXCLUDE, EVAL_FILE, DATASET (classification: sentiment|sms_spam),
-# ATTENTION (translation: luong|none), SET (extra "section.key=value" overrides).
+# ATTENTION (translation: luong|none), SET (extra "section.key=value" overrides),
+# BENCH_ARGS (extra flags for `python -m serving.bench`, e.g. "--texts-per-request 8").
 PRESET    ?= default
 DATASET   ?= sentiment
 RUN       := $(BIN)/python -m seq2seq
@@ -134,7 +135,7 @@ serve: $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then ser
 
 bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC server under 1/8/32 clients vs in-process calls
 	@echo "==> benchmarking the server against in-process calls of the exported models (~4 min)"
-	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR)
+	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 clean:  ## remove caches (keeps .venv, data, runs and models)
 	rm -rf .pytest_cache .ruff_cache

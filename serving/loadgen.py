@@ -1,12 +1,13 @@
-"""A load generator for a seq2seq server: N concurrent clients, one text per request.
+"""A load generator for a seq2seq server: N concurrent clients, K texts per request (1).
 
     python -m serving.loadgen --target localhost:50051 --clients 32 --seconds 10 \
         --task translate --texts-file sentences.txt
 
 Each client is a thread with its own channel, sending the texts of the file in turn (each
-client from a different offset), greedy decoding. After a warm-up, it counts answered texts
-and per-request latencies for `--seconds`, then prints one JSON line: clients, seconds,
-requests, sentences_per_s, p50_ms, p90_ms, p99_ms, errors (status → count). Needs only grpcio
+client from a different offset), `--texts-per-request` at a time, greedy decoding. After a
+warm-up, it counts answered texts and per-request latencies for `--seconds`, then prints one
+JSON line: clients, texts_per_request, seconds, requests, sentences_per_s, p50_ms, p90_ms,
+p99_ms, errors (status → count). Needs only grpcio
 and protobuf (it uses serving.client), so it can run on another machine than the server.
 """
 
@@ -38,11 +39,15 @@ def run_load(
     seconds: float,
     task: str = "translate",
     warmup: float = 1.0,
+    texts_per_request: int = 1,
     **client_options,
 ) -> dict:
     """Runs the load; returns the summary dict printed by the CLI."""
     if not texts:
         raise ValueError("no texts to send")
+    if texts_per_request < 1:
+        raise ValueError(f"texts_per_request must be ≥ 1; received {texts_per_request}")
+    k = texts_per_request
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: Counter = Counter()
     lock = threading.Lock()
@@ -60,9 +65,9 @@ def run_load(
                 sent = time.monotonic()
                 if sent >= end_at:
                     return
-                n += 1
+                n += k
                 try:
-                    call([texts[n % len(texts)]])
+                    call([texts[(n + j) % len(texts)] for j in range(k)])
                 except ServingError as err:
                     with lock:
                         errors[err.code.name] += 1
@@ -81,9 +86,10 @@ def run_load(
     return {
         "task": task,
         "clients": clients,
+        "texts_per_request": k,
         "seconds": seconds,
         "requests": len(every),
-        "sentences_per_s": len(every) / seconds,
+        "sentences_per_s": len(every) * k / seconds,
         "p50_ms": 1000 * percentile(every, 50),
         "p90_ms": 1000 * percentile(every, 90),
         "p99_ms": 1000 * percentile(every, 99),
@@ -102,11 +108,12 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load not counted")
     p.add_argument("--task", choices=["translate", "classify"], default="translate")
     p.add_argument("--texts-file", required=True, help="one text per line")
+    p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--token", default=None)
     p.add_argument("--tls-ca", default=None)
     args = p.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0:
-        p.error("--clients must be ≥ 1 and --seconds > 0")
+    if args.clients < 1 or args.seconds <= 0 or args.texts_per_request < 1:
+        p.error("--clients and --texts-per-request must be ≥ 1 and --seconds > 0")
     try:
         with open(args.texts_file, encoding="utf-8") as f:
             texts = [line.strip() for line in f if line.strip()]
@@ -121,6 +128,7 @@ def main(argv=None) -> int:
         args.seconds,
         args.task,
         args.warmup,
+        args.texts_per_request,
         timeout=60,
         token=args.token,
         tls_ca=args.tls_ca,

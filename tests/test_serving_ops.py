@@ -468,7 +468,8 @@ def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(mode
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "serving.bench", "--model-dir", str(models), "--clients", "1,4",
-         "--seconds", "0.5", "--texts-file", str(texts), "--json", str(out)],
+         "--seconds", "0.5", "--texts-file", str(texts), "--json", str(out),
+         "--texts-per-request", "2"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -481,7 +482,7 @@ def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(mode
         assert a == pytest.approx(sum(runs) / 2)
         assert [b["clients"] for b in r["grpc"]] == [1, 4]
         for b in r["grpc"]:
-            assert b["requests"] > 0 and b["errors"] == {}
+            assert b["requests"] > 0 and b["errors"] == {} and b["texts_per_request"] == 2
             assert b["ratio"] == pytest.approx(b["sentences_per_s"] / a)
         f = r["rpc_alone"]["sentences_per_s"]
         assert r["rpc_alone"]["clients"] == 4 and f > 0
@@ -494,3 +495,39 @@ def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(mode
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "--clients must list client counts" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "serving.bench", "--texts-per-request", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--texts-per-request must be ≥ 1" in bad.stderr
+
+
+def test_load_generator_sends_k_texts_per_request_and_counts_texts():
+    from serving import config as serving_config
+    from serving.bench import NullPredictor
+    from serving.loadgen import run_load
+    from serving.server import build_server
+
+    sizes = []
+
+    class Recording(NullPredictor):
+        def translate(self, texts, **options):
+            sizes.append(list(texts))
+            return super().translate(texts, **options)
+
+    server, port, _ = build_server(Recording(), serving_config.load(None, {"server.port": 0}))
+    server.start()
+    try:
+        texts = [f"frase {i}" for i in range(10)]
+        out = run_load(f"127.0.0.1:{port}", texts, 2, 0.5, warmup=0.1, texts_per_request=4)
+    finally:
+        server.stop(None)
+    assert out["texts_per_request"] == 4 and out["errors"] == {}
+    assert out["requests"] > 0
+    assert out["sentences_per_s"] == pytest.approx(out["requests"] * 4 / 0.5)
+    assert {len(s) for s in sizes[2:]} == {4}  # after each client's one-text connect call
+    for sent in sizes[2:]:  # consecutive texts of the file, wrapping around
+        first = texts.index(sent[0])
+        assert sent == [texts[(first + j) % 10] for j in range(4)]
+    with pytest.raises(ValueError, match="texts_per_request must be ≥ 1"):
+        run_load(f"127.0.0.1:{port}", texts, 1, 0.1, texts_per_request=0)

@@ -71,6 +71,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05  # final learning rate as a share of the peak
     clip_norm: float = 1.0  # global-norm gradient clipping
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW; 0: plain Adam)
     class_weights: bool = False  # classification: weight classes by inverse frequency
     max_steps: int = 10000  # stop after this many updates
     max_minutes: float = 0.0  # also stop after this much wall time (0: no limit)
@@ -245,6 +246,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if not 0 < t.learning_rate < 1:
         raise ConfigError(f"train.learning_rate must be in (0, 1), got {t.learning_rate!r}")
+    if not 0 <= t.weight_decay < 10:
+        raise ConfigError(f"train.weight_decay must be in [0, 10), got {t.weight_decay!r}")
     for name, value in (("valid_fraction", d.valid_fraction), ("test_fraction", d.test_fraction)):
         if not 0 <= value < 0.5:
             raise ConfigError(f"data.{name} must be in [0, 0.5), got {value!r}")

@@ -2,7 +2,8 @@
 
 One step: the model's `compute_loss_sums(batch)` gives (sum of losses, count) on each replica;
 the loss is the sum divided by the global count (an all-reduce), the gradients are all-reduced,
-clipped by global norm, and applied with Adam (warm-up then cosine decay). The per-timestep
+clipped by global norm, and applied with Adam (warm-up then cosine decay; AdamW with
+`train.weight_decay`). The per-timestep
 gradient norms of every SimpleRNN come from the same backward pass (`seq2seq.diagnostics`).
 
 Resumable: the checkpoint holds the weights, the optimizer, the step and the position in the
@@ -81,6 +82,16 @@ def learning_rate_schedule(cfg: TrainConfig):
     )
 
 
+def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam on the warm-up + cosine schedule; AdamW when `weight_decay` > 0 (each step also
+    shrinks every weight by learning rate × weight_decay, apart from the gradient: Loshchilov
+    & Hutter 2019)."""
+    schedule = learning_rate_schedule(cfg)
+    if cfg.weight_decay > 0:
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(schedule)
+
+
 def mean_loss(model, batches: Batches, loss_kwargs: dict | None = None) -> float:
     """Mean per-token (or per-example) loss of `model` over every batch, without dropout."""
     total, count = 0.0, 0.0
@@ -122,7 +133,7 @@ def train(
     loss_kwargs = loss_kwargs or {}
     variables = model.trainable_variables
     with strategy.scope():
-        optimizer = keras.optimizers.Adam(learning_rate_schedule(cfg))
+        optimizer = make_optimizer(cfg)
         optimizer.build(variables)
     # Bookkeeping is per worker (identical on all of them), so it lives outside the strategy.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")

@@ -233,6 +233,26 @@ def test_preset_settings_per_dataset_sit_under_the_file_and_overrides(tmp_path):
     assert model("data.dataset=sentiment", config_file=str(own)) == ("relu", "identity", 64)
 
 
+def test_weight_decay_shrinks_weights_apart_from_the_gradient():
+    from seq2seq.training import make_optimizer
+
+    cfg = load_config("classify", "default").train
+    assert cfg.weight_decay == 0.1  # the sentiment preset's setting
+    sms = load_config("classify", "default", None, ["data.dataset=sms_spam"])
+    assert sms.train.weight_decay == 0
+    cfg.warmup_steps, cfg.learning_rate = 0, 0.01
+    w = tf.Variable([2.0, -4.0])
+    opt = make_optimizer(cfg)
+    opt.apply([tf.zeros(2)], [w])  # no gradient: only the decay moves the weights
+    np.testing.assert_allclose(w.numpy(), np.array([2.0, -4.0]) * (1 - 0.01 * 0.1), rtol=1e-6)
+    cfg.weight_decay = 0.0
+    w2 = tf.Variable([2.0, -4.0])
+    make_optimizer(cfg).apply([tf.zeros(2)], [w2])
+    np.testing.assert_array_equal(w2.numpy(), [2.0, -4.0])  # plain Adam
+    with pytest.raises(ConfigError, match="train.weight_decay"):
+        load_config("classify", "tiny", overrides=["train.weight_decay=-1"])
+
+
 def test_eval_file_may_carry_the_prepared_splits_header(tmp_path):
     path = tmp_path / "eval.tsv"
     path.write_text("label\ttext\npos\tA fine film.\nneg\tDull.\n")

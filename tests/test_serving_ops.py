@@ -444,8 +444,12 @@ def test_sigterm_during_load_drains_cleanly(models):
     ok_before = load.ok
     signalled = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    code = srv.proc.wait(timeout=60)
-    load.finish()
+    try:
+        code = srv.proc.wait(timeout=90)  # the watchdog ends a stuck drain after grace + 30 s
+    finally:
+        load.finish()
+        srv.stop()
+    print(srv.log()[-3000:])
     assert code == 0 and "seq2seq server stopped" in srv.log()
     assert ok_before > 20
     # Every request sent before the signal was on its way (0.1 s: signal delivery) was answered.

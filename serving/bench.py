@@ -175,6 +175,8 @@ class _Server:
         for line in self.proc.stdout:
             lines.append(line)
             if "listening on" in line:
+                # Keep reading its output, so that a full pipe never blocks the server.
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
                 return
         raise SystemExit("error: the server did not start:\n" + "".join(lines[-20:]))
 

@@ -129,6 +129,14 @@ def test_missing_exclude_file_is_an_error(tmp_path):
         prepare(cfg)
 
 
+def test_unprepared_splits_name_the_make_command_that_prepares_them(tmp_path):
+    with pytest.raises(DataError, match=r"not found: run `make data-translate`"):
+        read_split(cfg_for(tmp_path), "train")
+    sms = cfg_for(tmp_path, task="classify", dataset="sms_spam")
+    with pytest.raises(DataError, match=r"run `make data-classify DATASET=sms_spam`"):
+        read_split(sms, "valid")
+
+
 def test_sms_parser_reads_one_message_per_line_despite_stray_quotes():
     text = (
         ',spam,text\n0,0,"Quoted, with comma"\n1,1,"Opens a quote it never closes\n'

@@ -308,7 +308,15 @@ def read_split(cfg: Config, split: str) -> list[tuple[str, ...]]:
     """Rows of a prepared split (without the header)."""
     path = cfg.data_dir / f"{split}.tsv"
     if not path.exists():
-        raise DataError(f"{path} not found: run `make data` (or `python -m seq2seq data`) first")
+        make = (
+            "make data-translate"
+            if cfg.task == "translate"
+            else f"make data-classify DATASET={cfg.data.dataset}"
+        )
+        raise DataError(
+            f"{path} not found: run `{make}` (or `python -m seq2seq data` with the same "
+            "options) first"
+        )
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()[1:]
     return [tuple(line.split("\t")) for line in lines]

@@ -3,8 +3,8 @@
 One step: the model's `compute_loss_sums(batch)` gives (sum of losses, count) on each replica;
 the loss is the sum divided by the global count (an all-reduce), the gradients are all-reduced,
 clipped by global norm, and applied with Adam (warm-up then cosine decay; AdamW with
-`train.weight_decay`). The per-timestep
-gradient norms of every SimpleRNN come from the same backward pass (`seq2seq.diagnostics`).
+`train.weight_decay`). The per-timestep gradient norms of every SimpleRNN come from the same
+backward pass (`seq2seq.diagnostics`).
 
 Resumable: the checkpoint holds the weights, the optimizer, the step and the position in the
 epoch; batch order is a function of (seed, epoch), so a killed run that is started again

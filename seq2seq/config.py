@@ -59,6 +59,7 @@ class ModelConfig:
     recurrent_dropout: float = 0.0  # dropout on h_{t-1} inside the recurrence
     bptt_truncation: int | None = None  # truncated BPTT chunk length (None: full)
     target_replication: float = 0.0  # classification: weight of a loss on every step (training)
+    adversarial: float = 0.0  # classification: ε of adversarial training on embeddings
     pretrained_embeddings: str = ""  # classification: start embeddings from GloVe-format vectors
     # ("glove-6b-50d", pinned like the corpora, or a .txt/.txt.bz2 file); "" = random
 

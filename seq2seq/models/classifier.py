@@ -56,6 +56,7 @@ class Classifier(keras.Model):
         target_replication: float = 0.0,
         activation: str = "tanh",
         recurrent_initializer: str = "orthogonal",
+        adversarial: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -80,6 +81,7 @@ class Classifier(keras.Model):
         self.target_replication = target_replication
         self.activation = activation
         self.recurrent_initializer = recurrent_initializer
+        self.adversarial = adversarial
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
 
         def stack(prefix, backwards):
@@ -114,9 +116,11 @@ class Classifier(keras.Model):
         # (B, T, N) every step's state in reading order when the top layer returns them.
         return (x[:, -1], x) if x.shape.rank == 3 else (x, None)
 
-    def _states(self, token_ids, training):
+    def _states(self, token_ids, training, embedded=None):
         mask = tf.not_equal(token_ids, PAD)
-        x = self.dropout(self.embedding(token_ids), training=training)  # (B, T, E)
+        if embedded is None:
+            embedded = self.embedding(token_ids)
+        x = self.dropout(embedded, training=training)  # (B, T, E)
         reads = [self._read(x, mask, self.forward_layers, training)]
         if self.backward_layers:
             reads.append(self._read(x, mask, self.backward_layers, training))
@@ -146,11 +150,37 @@ class Classifier(keras.Model):
             steps += tf.reduce_sum(real, 1)
         return total / tf.maximum(steps, 1.0)
 
+    def _logits(self, token_ids, training, embedded=None):
+        _, reads = self._states(token_ids, training, embedded)
+        h = tf.concat([last for last, _ in reads], axis=-1)
+        return tf.cast(self.output_layer(self.dropout(h, training=training)), tf.float32)
+
+    def _adversarial_ce(self, token_ids, labels):
+        """CE(e) + CE(e + r), r = ε·g/‖g‖ with g = ∂CE/∂e per example (Miyato et al. 2017)."""
+        e = self.embedding(token_ids)
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, self._logits(token_ids, True, e)
+            )
+            total = tf.reduce_sum(ce)
+        g = tf.stop_gradient(tape.gradient(total, e))
+        real = tf.cast(tf.not_equal(token_ids, PAD), e.dtype)[:, :, None]
+        size = tf.sqrt(tf.reduce_sum(tf.square(tf.stop_gradient(e) * real), axis=[1, 2], keepdims=True))
+        norm = tf.sqrt(tf.reduce_sum(tf.square(g), axis=[1, 2], keepdims=True)) + 1e-12
+        r = self.adversarial * size * g / norm
+        ce_adv = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels, self._logits(token_ids, True, e + r)
+        )
+        return ce + ce_adv
+
     def compute_loss_sums(self, batch, training=False, label_smoothing=0.0, class_weights=None):
         """(sum of example cross-entropies, number of examples) for one batch."""
         token_ids, labels = batch
         alpha = self.target_replication
-        if training and alpha > 0:
+        if training and self.adversarial > 0:
+            ce = self._adversarial_ce(token_ids, labels)
+        elif training and alpha > 0:
             mask, reads = self._states(token_ids, training)
             h = tf.concat([last for last, _ in reads], axis=-1)
             logits = tf.cast(self.output_layer(self.dropout(h, training=training)), tf.float32)
@@ -178,4 +208,5 @@ class Classifier(keras.Model):
             "target_replication": self.target_replication,
             "activation": self.activation,
             "recurrent_initializer": self.recurrent_initializer,
+            "adversarial": self.adversarial,
         }

@@ -64,6 +64,7 @@ def build_model(cfg: Config, tok: Tokenizer, labels: list[str]) -> Classifier:
         target_replication=m.target_replication,
         activation=m.activation,
         recurrent_initializer=m.recurrent_initializer,
+        adversarial=m.adversarial,
     )
     model(tf.ones([1, 2], tf.int32))
     return model

@@ -59,7 +59,8 @@ class ModelConfig:
     recurrent_dropout: float = 0.0  # dropout on h_{t-1} inside the recurrence
     bptt_truncation: int | None = None  # truncated BPTT chunk length (None: full)
     target_replication: float = 0.0  # classification: weight of a loss on every step (training)
-    adversarial: float = 0.0  # classification: ε of adversarial training on embeddings
+    adversarial: float = 0.0  # classification: ε of adversarial training on the embeddings
+    # (training: loss on e and on e + ε·‖e‖·(the loss-raising direction); 0 = off)
     pretrained_embeddings: str = ""  # classification: start embeddings from GloVe-format vectors
     # ("glove-6b-50d", pinned like the corpora, or a .txt/.txt.bz2 file); "" = random
 
@@ -247,6 +248,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if not 0 < t.learning_rate < 1:
         raise ConfigError(f"train.learning_rate must be in (0, 1), got {t.learning_rate!r}")
+    if not 0 <= m.adversarial < 10:
+        raise ConfigError(f"model.adversarial must be in [0, 10), got {m.adversarial!r}")
+    if m.adversarial > 0 and m.target_replication > 0:
+        raise ConfigError(
+            "model.adversarial and model.target_replication cannot both be on: set one to 0"
+        )
     if not 0 <= t.weight_decay < 10:
         raise ConfigError(f"train.weight_decay must be in [0, 10), got {t.weight_decay!r}")
     for name, value in (("valid_fraction", d.valid_fraction), ("test_fraction", d.test_fraction)):

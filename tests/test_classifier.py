@@ -240,6 +240,9 @@ def test_weight_decay_shrinks_weights_apart_from_the_gradient():
     assert cfg.weight_decay == 0.1  # the sentiment preset's setting
     sms = load_config("classify", "default", None, ["data.dataset=sms_spam"])
     assert sms.train.weight_decay == 0
+    sentiment = load_config("classify", "default").model
+    assert (sentiment.adversarial, sentiment.dropout) == (0.2, 0.3)
+    assert (sms.model.adversarial, sms.model.dropout) == (0.0, 0.5)
     cfg.warmup_steps, cfg.learning_rate = 0, 0.01
     w = tf.Variable([2.0, -4.0])
     opt = make_optimizer(cfg)
@@ -268,3 +271,56 @@ def test_a_run_folder_made_with_other_settings_is_not_continued(trained):
     with pytest.raises(ConfigError, match=r"model\.units \d+ → 24.*train\.run_name"):
         classification.run_training(changed, progress=False)
     assert sorted(p.name for p in cfg.run_dir.rglob("*")) == before  # nothing touched
+
+
+def test_adversarial_perturbation_is_the_costliest_shift_of_its_size():
+    tf.random.set_seed(0)
+    eps = 0.3
+    model = Classifier(30, 3, 8, 12, bidirectional=True, adversarial=eps)
+    ids = tf.constant([[5, 6, 7, 8, 0, 0], [9, 4, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9]])
+    labels = tf.constant([0, 1, 2])
+    model(ids)
+    e = model.embedding(ids)
+    r, ce = model.adversarial_perturbation(ids, labels, e, training=False)
+    real = (ids.numpy() != 0)[:, :, None]
+    r, e_np = r.numpy(), e.numpy()
+    assert np.all(r[~real.repeat(8, 2)] == 0)  # padding is not moved
+    size = np.sqrt(((e_np * real) ** 2).sum(axis=(1, 2)))
+    np.testing.assert_allclose(np.sqrt((r**2).sum(axis=(1, 2))), eps * size, rtol=1e-5)
+
+    def loss(x):
+        logits = model._logits(ids, False, tf.constant(x))
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits).numpy()
+
+    np.testing.assert_allclose(loss(e_np), ce.numpy(), rtol=1e-6)
+    attacked = loss(e_np + r)
+    assert np.all(attacked > ce.numpy())
+    # No random shift of the same size per example hurts as much.
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d = rng.normal(size=r.shape).astype(np.float32) * real
+        d *= (eps * size / np.sqrt((d**2).sum(axis=(1, 2))))[:, None, None]
+        assert np.all(loss(e_np + d) < attacked)
+    # Training adds the attacked loss; evaluation does not.
+    plain = Classifier(30, 3, 8, 12, bidirectional=True)
+    plain(ids)
+    plain.set_weights(model.get_weights())
+    eval_sum = float(model.compute_loss_sums((ids, labels))[0])
+    np.testing.assert_allclose(eval_sum, float(plain.compute_loss_sums((ids, labels))[0]))
+    train_sum = float(model.compute_loss_sums((ids, labels), training=True)[0])
+    np.testing.assert_allclose(train_sum, ce.numpy().sum() + attacked.sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="adversarial"):
+        Classifier(20, 3, adversarial=0.1, target_replication=0.5)
+    with pytest.raises(ConfigError, match="model.adversarial"):
+        load_config("classify", "tiny", overrides=["model.adversarial=-0.1"])
+
+
+def test_adversarial_training_learns_the_toy_rule(tmp_path):
+    cfg = make_cfg(tmp_path, toy_rows(), "train.max_steps=300", "model.adversarial=0.1")
+    prepare(cfg)
+    summary = classification.run_training(cfg, progress=False)
+    assert summary["steps"] == 300
+    predictor = classification.load_trained(cfg, "ckpt")
+    rows = read_split(cfg, "train")
+    predicted = [label for label, _ in predictor.classify([text for _, text in rows])]
+    assert predicted == [label for label, _ in rows]

@@ -28,6 +28,10 @@ class Classifier(keras.Model):
             adds up the projected inputs instead of mixing them). relu + identity is the
             IRNN of Le et al. (2015): an unsaturated state that carries what it read to the
             last step, and gradients that neither vanish nor explode through it at first.
+        adversarial: training only: ε of adversarial training on the embeddings (Goodfellow
+            et al. 2015; Miyato et al. 2017): loss = CE(e) + CE(e + r), where r moves each
+            example's embeddings e by ε·‖e‖ along the gradient of its loss — the small change
+            of wording-in-vector-space that hurts most. 0: off.
         target_replication: training only: weight α of a loss on every step's state (Lipton
             et al., 2016): loss = (1 − α)·CE(last state) + α·mean over real steps of
             CE(that step's state, with the other direction's final state). It gives every step
@@ -81,6 +85,12 @@ class Classifier(keras.Model):
         self.target_replication = target_replication
         self.activation = activation
         self.recurrent_initializer = recurrent_initializer
+        if adversarial < 0:
+            raise ValueError(f"adversarial must be >= 0; received {adversarial}")
+        if adversarial > 0 and target_replication > 0:
+            raise ValueError(
+                "adversarial training and target_replication cannot be combined: set one to 0"
+            )
         self.adversarial = adversarial
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
 
@@ -155,20 +165,27 @@ class Classifier(keras.Model):
         h = tf.concat([last for last, _ in reads], axis=-1)
         return tf.cast(self.output_layer(self.dropout(h, training=training)), tf.float32)
 
-    def _adversarial_ce(self, token_ids, labels):
-        """CE(e) + CE(e + r), r = ε·g/‖g‖ with g = ∂CE/∂e per example (Miyato et al. 2017)."""
-        e = self.embedding(token_ids)
+    def adversarial_perturbation(self, token_ids, labels, embedded, training=True):
+        """r = ε·‖e‖·g/‖g‖ per example, g = ∂CE/∂e: the embedding shift that raises the loss
+        fastest, as large as ε times the example's own embeddings (real steps only, so that
+        growing the embeddings cannot make the attack small). g comes from the same explicit
+        BPTT backward pass as the weight gradients (its δx)."""
         with tf.GradientTape() as tape:
-            tape.watch(e)
+            tape.watch(embedded)
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels, self._logits(token_ids, True, e)
+                labels, self._logits(token_ids, training, embedded)
             )
             total = tf.reduce_sum(ce)
-        g = tf.stop_gradient(tape.gradient(total, e))
-        real = tf.cast(tf.not_equal(token_ids, PAD), e.dtype)[:, :, None]
-        size = tf.sqrt(tf.reduce_sum(tf.square(tf.stop_gradient(e) * real), axis=[1, 2], keepdims=True))
-        norm = tf.sqrt(tf.reduce_sum(tf.square(g), axis=[1, 2], keepdims=True)) + 1e-12
-        r = self.adversarial * size * g / norm
+        g = tf.stop_gradient(tape.gradient(total, embedded))
+        real = tf.cast(tf.not_equal(token_ids, PAD), embedded.dtype)[:, :, None]
+        size = tf.norm(tf.stop_gradient(embedded) * real, axis=[1, 2], keepdims=True)
+        norm = tf.norm(g * real, axis=[1, 2], keepdims=True)
+        return self.adversarial * size * g * real / tf.maximum(norm, 1e-12), ce
+
+    def _adversarial_ce(self, token_ids, labels):
+        """Per example CE(e) + CE(e + r) (Goodfellow et al. 2015; Miyato et al. 2017)."""
+        e = self.embedding(token_ids)
+        r, ce = self.adversarial_perturbation(token_ids, labels, e)
         ce_adv = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels, self._logits(token_ids, True, e + r)
         )

@@ -136,10 +136,13 @@ class Classifier(keras.Model):
             reads.append(self._read(x, mask, self.backward_layers, training))
         return mask, reads
 
-    def call(self, token_ids, training=False):
-        _, reads = self._states(token_ids, training)
+    def _head(self, reads, training):
+        """Logits (B, C) from the final states of every reading direction."""
         h = tf.concat([last for last, _ in reads], axis=-1)
-        return self.output_layer(self.dropout(h, training=training))  # (B, C)
+        return self.output_layer(self.dropout(h, training=training))
+
+    def call(self, token_ids, training=False):
+        return self._head(self._states(token_ids, training)[1], training)  # (B, C)
 
     def _replicated_ce(self, mask, reads, labels, training):
         """Per example: mean over real steps of the cross-entropy of each step's state."""
@@ -161,9 +164,9 @@ class Classifier(keras.Model):
         return total / tf.maximum(steps, 1.0)
 
     def _logits(self, token_ids, training, embedded=None):
-        _, reads = self._states(token_ids, training, embedded)
-        h = tf.concat([last for last, _ in reads], axis=-1)
-        return tf.cast(self.output_layer(self.dropout(h, training=training)), tf.float32)
+        """float32 logits, optionally from given (e.g. perturbed) embeddings."""
+        reads = self._states(token_ids, training, embedded)[1]
+        return tf.cast(self._head(reads, training), tf.float32)
 
     def adversarial_perturbation(self, token_ids, labels, embedded, training=True):
         """r = ε·‖e‖·g/‖g‖ per example, g = ∂CE/∂e: the embedding shift that raises the loss
@@ -199,8 +202,7 @@ class Classifier(keras.Model):
             ce = self._adversarial_ce(token_ids, labels)
         elif training and alpha > 0:
             mask, reads = self._states(token_ids, training)
-            h = tf.concat([last for last, _ in reads], axis=-1)
-            logits = tf.cast(self.output_layer(self.dropout(h, training=training)), tf.float32)
+            logits = tf.cast(self._head(reads, training), tf.float32)
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             ce = (1 - alpha) * ce + alpha * self._replicated_ce(mask, reads, labels, training)
         else:

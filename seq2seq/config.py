@@ -72,7 +72,7 @@ class TrainConfig:
     warmup_steps: int = 200  # linear warm-up, then cosine decay to max_steps
     min_lr_ratio: float = 0.05  # final learning rate as a share of the peak
     clip_norm: float = 1.0  # global-norm gradient clipping
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    label_smoothing: float = 0.0  # translation: cross-entropy label smoothing
     weight_decay: float = 0.0  # decoupled weight decay (AdamW; 0: plain Adam)
     class_weights: bool = False  # classification: weight classes by inverse frequency
     max_steps: int = 10000  # stop after this many updates
@@ -253,6 +253,13 @@ def validate(cfg: Config) -> None:
     if m.adversarial > 0 and m.target_replication > 0:
         raise ConfigError(
             "model.adversarial and model.target_replication cannot both be on: set one to 0"
+        )
+    if not 0 <= t.label_smoothing < 1:
+        raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing!r}")
+    if cfg.task == "classify" and t.label_smoothing > 0:
+        raise ConfigError(
+            "train.label_smoothing applies to translation only; for classification use "
+            "model.adversarial or model.dropout to regularise"
         )
     if not 0 <= t.weight_decay < 10:
         raise ConfigError(f"train.weight_decay must be in [0, 10), got {t.weight_decay!r}")

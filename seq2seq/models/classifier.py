@@ -194,7 +194,7 @@ class Classifier(keras.Model):
         )
         return ce + ce_adv
 
-    def compute_loss_sums(self, batch, training=False, label_smoothing=0.0, class_weights=None):
+    def compute_loss_sums(self, batch, training=False, class_weights=None):
         """(sum of example cross-entropies, number of examples) for one batch."""
         token_ids, labels = batch
         alpha = self.target_replication

@@ -313,11 +313,17 @@ def test_adversarial_perturbation_is_the_costliest_shift_of_its_size():
         Classifier(20, 3, adversarial=0.1, target_replication=0.5)
     with pytest.raises(ConfigError, match="model.adversarial"):
         load_config("classify", "tiny", overrides=["model.adversarial=-0.1"])
+
+
+def test_label_smoothing_is_refused_for_classification_and_range_checked():
     # Label smoothing is not implemented for the classifier: asking for it is an error, not a
     # setting that is silently ignored.
     with pytest.raises(ConfigError, match="label_smoothing applies to translation only"):
         load_config("classify", "tiny", overrides=["train.label_smoothing=0.1"])
-    assert load_config("translate", "tiny", overrides=["train.label_smoothing=0.1"])
+    cfg = load_config("translate", "tiny", overrides=["train.label_smoothing=0.1"])
+    assert cfg.train.label_smoothing == 0.1
+    with pytest.raises(ConfigError, match=r"train.label_smoothing must be in \[0, 1\)"):
+        load_config("translate", "tiny", overrides=["train.label_smoothing=1.0"])
 
 
 def test_adversarial_training_learns_the_toy_rule(tmp_path):

@@ -75,6 +75,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # translation: cross-entropy label smoothing
     weight_decay: float = 0.0  # decoupled weight decay (AdamW; 0: plain Adam)
     class_weights: bool = False  # classification: weight classes by inverse frequency
+    refit: bool = False  # classification: then train anew on train + valid for the number of
+    # steps validation chose (Goodfellow et al. 2016, algorithm 7.2); that model is the result
     max_steps: int = 10000  # stop after this many updates
     max_minutes: float = 0.0  # also stop after this much wall time (0: no limit)
     eval_every: int = 500  # validate (loss and score) every this many steps
@@ -261,6 +263,8 @@ def validate(cfg: Config) -> None:
             "train.label_smoothing applies to translation only; for classification use "
             "model.adversarial or model.dropout to regularise"
         )
+    if cfg.task != "classify" and t.refit:
+        raise ConfigError("train.refit applies to classification only")
     if not 0 <= t.weight_decay < 10:
         raise ConfigError(f"train.weight_decay must be in [0, 10), got {t.weight_decay!r}")
     for name, value in (("valid_fraction", d.valid_fraction), ("test_fraction", d.test_fraction)):

@@ -115,12 +115,16 @@ def train(
     loss_kwargs: dict | None = None,
     strategy: tf.distribute.Strategy | None = None,
     progress: bool = True,
+    stop_step: int | None = None,
 ) -> dict:
     """Trains `model` (already built, created under `strategy.scope()`) and returns a summary.
 
     Writes `run_dir/ckpt` (resumable, latest two), `run_dir/best` (weights with the best
-    validation loss), `run_dir/tb` (TensorBoard) and `run_dir/summary.json`.
+    validation loss), `run_dir/tb` (TensorBoard) and `run_dir/summary.json`. `stop_step` ends
+    training at that step while the learning-rate schedule still spans `cfg.max_steps` (a
+    refit that replays the first `stop_step` steps of a longer run).
     """
+    last_step = min(cfg.max_steps, stop_step) if stop_step else cfg.max_steps
     strategy = strategy or tf.distribute.get_strategy()
     worker, num_workers = worker_info()
     if len(train_batches) == 0:
@@ -142,6 +146,8 @@ def train(
     best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_loss")
     bad_evals = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_evals")
     elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+    # An early-stopped run is finished: starting it again must not train on past that point.
+    stopped_early = tf.Variable(False, trainable=False, name="stopped_early")
     ckpt = tf.train.Checkpoint(
         model=variables_checkpoint(model),
         optimizer=variables_checkpoint(optimizer),
@@ -151,6 +157,7 @@ def train(
         best_loss=best_loss,
         bad_evals=bad_evals,
         elapsed=elapsed,
+        stopped_early=stopped_early,
     )
     # Under MultiWorkerMirroredStrategy every worker must save; only the chief keeps its files.
     ckpt_dir = run_dir / "ckpt" if chief else run_dir / f"worker{worker}-tmp" / "ckpt"
@@ -161,7 +168,9 @@ def train(
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         print(
-            f"resuming from {manager.latest_checkpoint} at step {int(step)} "
+            f"{manager.latest_checkpoint}: finished (stopped early at step {int(step)})"
+            if bool(stopped_early)
+            else f"resuming from {manager.latest_checkpoint} at step {int(step)} "
             f"(epoch {int(epoch)}, batch {int(position)})"
         )
     writer = tf.summary.create_file_writer(str(run_dir / "tb")) if chief else None
@@ -199,10 +208,10 @@ def train(
 
     start = time.time()
     start_elapsed = float(elapsed)
-    stop_reason = "max_steps"
+    stop_reason = "early_stopping" if bool(stopped_early) else "max_steps"
     last_eval: Evaluation | None = None
     bar = tqdm(
-        total=cfg.max_steps,
+        total=last_step,
         initial=int(step),
         disable=not (progress and chief),
         unit="step",
@@ -236,7 +245,7 @@ def train(
         bar.write(msg + (" (best)" if improved else ""))
         return cfg.patience > 0 and int(bad_evals) >= cfg.patience
 
-    done = int(step) >= cfg.max_steps
+    done = int(step) >= last_step or bool(stopped_early)
     while not done:
         for batch in train_batches.iterate(int(epoch), int(position)):
             loss, grad_norm, norms = train_step(tuple(tf.constant(a) for a in batch))
@@ -269,18 +278,19 @@ def train(
             elapsed.assign(start_elapsed + time.time() - start)
             out_of_time = cfg.max_minutes > 0 and float(elapsed) >= cfg.max_minutes * 60
             stop_early = False
-            if s % cfg.eval_every == 0 or s >= cfg.max_steps or out_of_time:
+            if s % cfg.eval_every == 0 or s >= last_step or out_of_time:
                 stop_early = run_eval()
             if s % cfg.checkpoint_every == 0:
                 manager.save(checkpoint_number=s)
-            if s >= cfg.max_steps or out_of_time or stop_early:
+            if s >= last_step or out_of_time or stop_early:
                 stop_reason = (
-                    "max_steps"
-                    if s >= cfg.max_steps
+                    ("max_steps" if s >= cfg.max_steps else "stop_step")
+                    if s >= last_step
                     else "max_minutes"
                     if out_of_time
                     else "early_stopping"
                 )
+                stopped_early.assign(stop_early)
                 done = True
                 break
         else:
@@ -290,9 +300,13 @@ def train(
     manager.save(checkpoint_number=int(step))
     if evaluate is not None and not best_manager.latest_checkpoint:
         best_manager.save(checkpoint_number=int(step))
+    best = best_manager.latest_checkpoint if evaluate is not None else None
     summary = {
         "steps": int(step),
+        # the step whose weights `best` holds (checkpoints are numbered by step)
+        "best_step": int(best.rsplit("-", 1)[1]) if best else None,
         "epochs": int(epoch) + int(position) / max(len(train_batches), 1),
+        "examples": len(train_batches.examples),
         "wall_seconds": round(float(elapsed), 1),
         "stop_reason": stop_reason,
         "best_valid_loss": float(best_loss) if math.isfinite(float(best_loss)) else None,

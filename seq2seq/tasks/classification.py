@@ -117,17 +117,8 @@ def class_weight_vector(examples, num_classes: int) -> tf.Tensor:
     return tf.constant(weights, tf.float32)
 
 
-def run_training(cfg: Config, progress: bool = True) -> dict:
-    from seq2seq.training import worker_info
-
-    cfg.check_run_dir()
-    strategy = make_strategy()
-    tok, labels = tokenizer_and_labels(cfg)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "config.json").write_text(cfg.to_json() + "\n")
-    train_ex = encode(read_split(cfg, "train"), tok, labels)
-    valid_rows = read_split(cfg, "valid")
-    valid_ex = encode(valid_rows, tok, labels) if valid_rows else train_ex[:256]
+def init_model(cfg: Config, tok: Tokenizer, labels: list[str], strategy) -> Classifier:
+    """A fresh Classifier, seeded by `train.seed` (the same start for both passes of a refit)."""
     keras.utils.set_random_seed(cfg.train.seed)
     with strategy.scope():
         model = build_model(cfg, tok, labels)
@@ -140,11 +131,41 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
             f"embeddings start from {cfg.model.pretrained_embeddings}: {share:.0%} of the "
             f"{tok.vocab_size} pieces found"
         )
+    return model
+
+
+def run_training(cfg: Config, progress: bool = True) -> dict:
+    """Trains on the train split, validating (early stopping, best weights) on the valid split.
+
+    With `train.refit` a second pass follows (Goodfellow et al. 2016, §7.8, algorithm 7.2):
+    a fresh model from the same seed, trained on train + valid for the number of steps at which
+    the first pass validated best, under the same learning-rate schedule. Validation chose the
+    settings and the length of training; the refit spends the validation sentences on learning.
+    Its weights (`refit/`) are then what evaluation and export use.
+    """
+    from seq2seq.training import worker_info
+
+    cfg.check_run_dir()
+    valid_rows = read_split(cfg, "valid")
+    if cfg.train.refit and not valid_rows:
+        raise DataError(
+            f"train.refit needs a validation split to choose the number of steps, and "
+            f"{cfg.data_dir / 'valid.tsv'} is empty (data.valid_fraction 0?)"
+        )
+    strategy = make_strategy()
+    tok, labels = tokenizer_and_labels(cfg)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    train_ex = encode(read_split(cfg, "train"), tok, labels)
+    valid_ex = encode(valid_rows, tok, labels) if valid_rows else train_ex[:256]
+    model = init_model(cfg, tok, labels, strategy)
     predictor = Predictor(model, tok, labels)
     valid_batches = make_batches(valid_ex, cfg, shuffle=False)
-    loss_kwargs = {}
-    if cfg.train.class_weights:
-        loss_kwargs["class_weights"] = class_weight_vector(train_ex, len(labels))
+
+    def loss_kwargs(examples) -> dict:
+        if cfg.train.class_weights:
+            return {"class_weights": class_weight_vector(examples, len(labels))}
+        return {}
 
     def evaluate(model) -> Evaluation:
         loss = mean_loss(model, valid_batches)
@@ -160,22 +181,56 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         f"vocab {tok.vocab_size}; "
         f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
     )
-    return train(
+    summary = train(
         model,
         make_batches(train_ex, cfg, shuffle=True, shard=worker_info()),
         cfg.train,
         cfg.run_dir,
         evaluate=evaluate,
-        loss_kwargs=loss_kwargs,
+        loss_kwargs=loss_kwargs(train_ex),
         strategy=strategy,
         progress=progress,
     )
+    if not cfg.train.refit:
+        return summary
+    both = train_ex + valid_ex
+    steps = summary["best_step"]
+    print(
+        f"refit: a fresh model on train + valid ({len(both)} texts) for {steps} steps, where "
+        f"the first pass validated best"
+    )
+    refit = train(
+        init_model(cfg, tok, labels, strategy),
+        make_batches(both, cfg, shuffle=True, shard=worker_info()),
+        cfg.train,
+        cfg.run_dir / "refit",
+        loss_kwargs=loss_kwargs(both),
+        strategy=strategy,
+        progress=progress,
+        stop_step=steps,
+    )
+    return {**refit, "trained_on": "train+valid", "first_pass": summary}
 
 
-def load_trained(cfg: Config, which: str = "best") -> Predictor:
+def trained_weights(cfg: Config) -> tuple[Path, str]:
+    """Where the run's final weights are: the refit's last checkpoint with `train.refit`, else
+    the first pass's best."""
+    if not cfg.train.refit:
+        return cfg.run_dir, "best"
+    if not (cfg.run_dir / "refit" / "summary.json").exists():
+        raise FileNotFoundError(
+            f"{cfg.run_dir / 'refit'} holds no finished refit (train.refit is on): run "
+            f"make train-classify again to finish it, or pass --set train.refit=false to use "
+            f"the first pass"
+        )
+    return cfg.run_dir / "refit", "ckpt"
+
+
+def load_trained(cfg: Config, which: str | None = None) -> Predictor:
+    """The trained classifier; `which` ("best" or "ckpt") picks the first pass's weights."""
     tok, labels = tokenizer_and_labels(cfg, train_if_missing=False)
     model = build_model(cfg, tok, labels)
-    restore_weights(model, cfg.run_dir, which)
+    restore_weights(model, *((cfg.run_dir, which) if which else trained_weights(cfg)))
     return Predictor(model, tok, labels)
 
 
@@ -201,11 +256,12 @@ def read_eval_file(path: str) -> list[tuple[str, str]]:
 
 
 def baseline_scores(cfg: Config, rows, labels: list[str]) -> dict:
-    """TF-IDF (word 1-2 grams) + logistic regression on the same train split."""
+    """TF-IDF (word 1-2 grams) + logistic regression trained on what the RNN was trained on
+    (the train split; with `train.refit`, train + valid)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    train_rows = read_split(cfg, "train")
+    train_rows = read_split(cfg, "train") + (read_split(cfg, "valid") if cfg.train.refit else [])
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     x = vec.fit_transform([r[1] for r in train_rows])
     clf = LogisticRegression(
@@ -232,12 +288,21 @@ def run_evaluation(cfg: Config) -> dict:
         [labels.index(r[0]) for r in rows], [int(i) for i in probs.argmax(1)], labels
     )
     rnn["seconds"] = round(time.time() - start, 1)
-    results = {"evaluated_on": where, "dataset": cfg.data.dataset, "rnn": rnn}
+    trained_on = "train+valid" if cfg.train.refit else "train"
+    results = {
+        "evaluated_on": where,
+        "dataset": cfg.data.dataset,
+        "trained_on": trained_on,
+        "rnn": rnn,
+    }
     try:
         results["baseline_tfidf_logreg"] = baseline_scores(cfg, rows, labels)
     except ImportError:
         results["baseline_tfidf_logreg"] = None  # scikit-learn is a dev-only dependency
-    print(f"{'model':<22} {'accuracy':>9} {'macro-F1':>9}   on {len(rows)} texts of the {where}")
+    print(
+        f"{'model':<22} {'accuracy':>9} {'macro-F1':>9}   on {len(rows)} texts of the {where} "
+        f"(both trained on {trained_on.replace('+', ' + ')})"
+    )
     for name, r in (
         ("SimpleRNN (ours)", rnn),
         ("TF-IDF + logreg", results["baseline_tfidf_logreg"]),

@@ -167,12 +167,14 @@ def train(
     best_manager = tf.train.CheckpointManager(best_ckpt, str(best_dir), max_to_keep=1)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(
-            f"{manager.latest_checkpoint}: finished (stopped early at step {int(step)})"
-            if bool(stopped_early)
-            else f"resuming from {manager.latest_checkpoint} at step {int(step)} "
-            f"(epoch {int(epoch)}, batch {int(position)})"
-        )
+        if bool(stopped_early) or int(step) >= last_step:
+            how = "stopped early" if bool(stopped_early) else "done"
+            print(f"{manager.latest_checkpoint}: this run is finished ({how} at step {int(step)})")
+        else:
+            print(
+                f"resuming from {manager.latest_checkpoint} at step {int(step)} "
+                f"(epoch {int(epoch)}, batch {int(position)})"
+            )
     writer = tf.summary.create_file_writer(str(run_dir / "tb")) if chief else None
 
     def replica_step(batch):

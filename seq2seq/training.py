@@ -210,7 +210,13 @@ def train(
 
     start = time.time()
     start_elapsed = float(elapsed)
-    stop_reason = "early_stopping" if bool(stopped_early) else "max_steps"
+    stop_reason = (
+        "early_stopping"
+        if bool(stopped_early)
+        else "stop_step"
+        if int(step) >= last_step and last_step < cfg.max_steps
+        else "max_steps"
+    )
     last_eval: Evaluation | None = None
     bar = tqdm(
         total=last_step,

@@ -377,6 +377,7 @@ def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_
     assert again["weights_digest"] == summary["weights_digest"]
     assert again["first_pass"]["steps"] == first["steps"]
     assert again["first_pass"]["stop_reason"] == "early_stopping"
+    assert again["stop_reason"] == "stop_step"
 
 
 def test_refit_refuses_what_it_cannot_do(tmp_path):

@@ -210,13 +210,15 @@ def train(
 
     start = time.time()
     start_elapsed = float(elapsed)
-    stop_reason = (
-        "early_stopping"
-        if bool(stopped_early)
-        else "stop_step"
-        if int(step) >= last_step and last_step < cfg.max_steps
-        else "max_steps"
-    )
+
+    def why_stopped(s: int, out_of_time: bool = False) -> str:
+        if s >= last_step:
+            return "max_steps" if s >= cfg.max_steps else "stop_step"
+        if out_of_time:
+            return "max_minutes"
+        return "early_stopping" if bool(stopped_early) else "max_steps"
+
+    stop_reason = why_stopped(int(step))  # what a finished run that is started again reports
     last_eval: Evaluation | None = None
     bar = tqdm(
         total=last_step,
@@ -291,14 +293,8 @@ def train(
             if s % cfg.checkpoint_every == 0:
                 manager.save(checkpoint_number=s)
             if s >= last_step or out_of_time or stop_early:
-                stop_reason = (
-                    ("max_steps" if s >= cfg.max_steps else "stop_step")
-                    if s >= last_step
-                    else "max_minutes"
-                    if out_of_time
-                    else "early_stopping"
-                )
                 stopped_early.assign(stop_early)
+                stop_reason = why_stopped(s, out_of_time)
                 done = True
                 break
         else:

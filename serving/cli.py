@@ -47,6 +47,13 @@ def main(argv=None) -> int:
     t.add_argument("--max-length", type=int, default=None)
     c = sub.add_parser("classify", help="classify texts")
     c.add_argument("texts", nargs="*")
+    for s in (t, c):
+        s.add_argument(
+            "--model-version",
+            type=int,
+            default=None,
+            help="serve with this model version (default: the newest the server has loaded)",
+        )
     sub.add_parser("info", help="describe the served models and limits")
     args = p.parse_args(argv)
     token = args.token
@@ -76,7 +83,11 @@ def main(argv=None) -> int:
                 return 2
             if args.command == "translate":
                 for r in client.translate(
-                    texts, beam_size=args.beam_size, n_best=args.n_best, max_length=args.max_length
+                    texts,
+                    beam_size=args.beam_size,
+                    n_best=args.n_best,
+                    max_length=args.max_length,
+                    model_version=args.model_version,
                 ):
                     if args.json:
                         print(
@@ -85,6 +96,7 @@ def main(argv=None) -> int:
                                     "text": r.text,
                                     "score": r.score,
                                     "hypotheses": [h.__dict__ for h in r.hypotheses],
+                                    "model_version": r.model_version,
                                 },
                                 ensure_ascii=False,
                             )
@@ -94,9 +106,17 @@ def main(argv=None) -> int:
                     else:
                         print(r.text)
             else:
-                for r in client.classify(texts):
+                for r in client.classify(texts, model_version=args.model_version):
                     if args.json:
-                        print(json.dumps({"label": r.label, "probabilities": r.probabilities}))
+                        print(
+                            json.dumps(
+                                {
+                                    "label": r.label,
+                                    "probabilities": r.probabilities,
+                                    "model_version": r.model_version,
+                                }
+                            )
+                        )
                     else:
                         probs = " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
                         print(f"{r.label}\t{probs}")

@@ -316,6 +316,23 @@ def test_cli_reads_arguments_and_stdin(server):
         cwd=ROOT,
     )
     assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
+    out = subprocess.run(
+        [*cli, "--json", "classify", "--model-version", "1", "a good film 9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    answer = json.loads(out.stdout)
+    assert answer["label"] == "pos" and answer["model_version"] == 1, out.stderr
+    out = subprocess.run(
+        [*cli, "translate", "--model-version", "7", "Hola."],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1 and "NOT_FOUND" in out.stderr and "version 7" in out.stderr
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(models):

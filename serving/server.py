@@ -62,7 +62,8 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.server.workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        # No SO_REUSEPORT: a second server on a taken port must fail, not silently share it.
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
     )
     pb_grpc.add_Seq2SeqServiceServicer_to_server(Seq2SeqServicer(predictor), server)
@@ -78,10 +79,14 @@ def build_server(
     )
     address = f"{cfg.server.host}:{cfg.server.port}"
     sec = cfg.security
-    if sec.tls_cert:
-        bound = server.add_secure_port(address, server_credentials(sec.tls_cert, sec.tls_key))
-    else:
-        bound = server.add_insecure_port(address)
+    try:
+        if sec.tls_cert:
+            creds = server_credentials(sec.tls_cert, sec.tls_key)
+            bound = server.add_secure_port(address, creds)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio ≥ 1.60 raises where older versions returned 0
+        bound = 0
     if bound == 0:
         raise SystemExit(f"error: cannot listen on {address} (in use or not permitted)")
     serving = health_pb2.HealthCheckResponse.SERVING

@@ -387,6 +387,23 @@ def test_gpu_requested_without_gpu_exits_with_a_clear_message(models):
     assert "DEVICE=gpu but TensorFlow sees no GPU" in proc.stderr
 
 
+def test_a_taken_port_exits_with_a_clear_message(server, tmp_path):
+    # gRPC would share a port between processes (SO_REUSEPORT) and split the traffic between
+    # them; a second server on the same port must fail instead.
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving", "--model-dir", str(tmp_path), "--port", str(server.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{server.port} (in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with Client(server.target, timeout=60) as c:  # the first server is untouched
+        assert c.translate(["Veo el gato."])[0].text == "I see the cat."
+
+
 def test_generated_protocol_code_is_up_to_date(tmp_path):
     subprocess.run(
         [

@@ -140,7 +140,7 @@ def main(argv=None) -> int:
                 results = classification.load_trained(cfg).classify(texts)
             for label, probs in results:
                 print(f"{label}\t" + " ".join(f"{k}={v:.3f}" for k, v in probs.items()))
-    except (ConfigError, DataError, FileNotFoundError, TrainingDiverged, ValueError) as err:
+    except (ConfigError, DataError, OSError, TrainingDiverged, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

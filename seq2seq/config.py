@@ -24,6 +24,16 @@ PRESETS = Path(__file__).parent / "presets"
 TASKS = ("translate", "classify")
 
 
+# Model settings that act only while training and add no variables: evaluating or exporting
+# a run may change them. (Not dropout: a dropout layer's seed is a variable of the checkpoint.)
+TRAINING_ONLY_MODEL_KEYS = (
+    "bptt_truncation",
+    "target_replication",
+    "adversarial",
+    "pretrained_embeddings",
+)
+
+
 class ConfigError(ValueError):
     """A config file, preset or override is malformed."""
 
@@ -121,14 +131,18 @@ class Config:
         name = self.train.run_name or f"{self.preset}-{variant}"
         return Path(self.train.run_dir) / self.task / name
 
-    def check_run_dir(self) -> None:
+    def check_run_dir(self, loading: bool = False) -> None:
         """Refuses to continue a run folder made with another model or vocabulary (its
-        tokenizers and checkpoints would not fit), naming the settings that differ."""
+        tokenizers and checkpoints would not fit), naming the settings that differ. `loading`
+        (evaluate, export, translate, classify): settings that act only in training may differ."""
         saved = self.run_dir / "config.json"
         if not saved.exists():
             return
         old, new = json.loads(saved.read_text()), self.to_dict()
-        keys = [("model", k) for k in new["model"]] + [
+        keys = [
+            ("model", k) for k in new["model"] if not (loading and k in TRAINING_ONLY_MODEL_KEYS)
+        ]
+        keys += [
             ("data", k) for k in ("dataset", "direction", "source_vocab_size", "target_vocab_size")
         ]
         diffs = [
@@ -137,9 +151,13 @@ class Config:
             if key in old.get(section, {}) and old[section][key] != new[section][key]
         ]
         if diffs:
+            fix = (
+                "use the settings it was trained with (its config.json), or another train.run_name"
+                if loading
+                else "pass --set train.run_name=<new name>, or remove that folder"
+            )
             raise ConfigError(
-                f"{self.run_dir} holds a run made with other settings ({'; '.join(diffs)}): "
-                f"pass --set train.run_name=<new name>, or remove that folder"
+                f"{self.run_dir} holds a run made with other settings ({'; '.join(diffs)}): {fix}"
             )
 
 

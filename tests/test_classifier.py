@@ -1,5 +1,6 @@
 """Classifier: the many-to-one head, training on a toy rule, export with labels, bad data."""
 
+import copy
 import json
 import textwrap
 
@@ -120,6 +121,43 @@ def test_export_keeps_labels_and_probabilities_in_a_fresh_process(trained, tmp_p
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["labels"] == out["meta_labels"] == ["maybe", "no", "yes"]
     np.testing.assert_allclose(out["probs"], predictor.probabilities(texts), atol=1e-5)
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(trained, tmp_path, capsys):
+    from seq2seq.__main__ import main
+
+    cfg, _, _ = trained
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    sets = [f"data.dir={cfg.data.dir}", f"train.run_dir={cfg.train.run_dir}"]
+    sets += [f"data.data_file={cfg.data.data_file}", "model.bidirectional=true"]
+    argv = ["export", "--task", "classify", "--preset", "tiny"]
+    argv += [a for s in sets for a in ("--set", s)]
+    assert main([*argv, "--repository", str(blocker / "models")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Not a directory" in err
+    assert blocker.read_text() == "not a folder"
+    assert main([*argv, "--repository", str(tmp_path / "models")]) == 0
+    assert (tmp_path / "models" / "1" / "saved_model.pb").is_file()
+
+
+def test_a_run_is_loaded_only_with_the_model_settings_it_was_trained_with(trained):
+    cfg, _, predictor = trained
+    other = copy.deepcopy(cfg)
+    other.model.units = cfg.model.units * 2
+    with pytest.raises(ConfigError, match=rf"model.units {cfg.model.units} → {other.model.units}"):
+        classification.load_trained(other)
+    with pytest.raises(ConfigError, match="train.run_name=<new name>"):
+        classification.run_training(other, progress=False)  # nothing is trained over the run
+    # settings that act only in training may differ when loading, not when training on
+    other = copy.deepcopy(cfg)
+    other.model.adversarial = 0.3
+    texts = ["red cat", "dog stone"]
+    np.testing.assert_allclose(
+        classification.load_trained(other).probabilities(texts), predictor.probabilities(texts)
+    )
+    with pytest.raises(ConfigError, match=r"model.adversarial 0.0 → 0.3"):
+        classification.run_training(other, progress=False)
 
 
 @pytest.mark.parametrize(

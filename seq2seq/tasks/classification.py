@@ -228,6 +228,7 @@ def trained_weights(cfg: Config) -> tuple[Path, str]:
 
 def load_trained(cfg: Config, which: str | None = None) -> Predictor:
     """The trained classifier; `which` ("best" or "ckpt") picks the first pass's weights."""
+    cfg.check_run_dir(loading=True)
     tok, labels = tokenizer_and_labels(cfg, train_if_missing=False)
     model = build_model(cfg, tok, labels)
     restore_weights(model, *((cfg.run_dir, which) if which else trained_weights(cfg)))

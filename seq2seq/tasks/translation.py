@@ -182,6 +182,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
 
 
 def load_trained(cfg: Config, which: str = "best") -> Decoder:
+    cfg.check_run_dir(loading=True)
     src_tok, tgt_tok = tokenizers(cfg, train_if_missing=False)
     model = build_model(cfg, src_tok, tgt_tok)
     restore_weights(model, cfg.run_dir, which)

@@ -20,7 +20,7 @@ T_OPTS     = --task translate $(OPTS) $(if $(ATTENTION),--set model.attention=$(
 C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench-rnn bench-serve serve clean data data-translate data-classify \
+.PHONY: help install test lint format bench-rnn bench-serve serve serve-check clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos
 
@@ -129,7 +129,10 @@ $(C_MODEL): $(C_DATA)
 	$(RUN) export $(C_OPTS) --repository $(MODEL_DIR)/classify
 	@touch $@
 
-serve: $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then serve (Ctrl-C stops)
+serve-check: | $(STAMP)  ## check the server settings and port (make serve does it first)
+	@$(BIN)/python -m serving $(SERVE_OPTS) --check
+
+serve: serve-check $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then serve (Ctrl-C stops)
 	@echo "==> serving $(MODEL_DIR)/ (new versions exported there are picked up live)"
 	$(BIN)/python -m serving $(SERVE_OPTS)
 

@@ -12,6 +12,7 @@ import faulthandler
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from concurrent import futures
@@ -114,11 +115,31 @@ def drain(server, health_servicer, predictor, metrics, grace: float) -> None:
     log.info("drained in %.1f s", time.monotonic() - start)
 
 
-def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
-    # Everything that can fail on bad settings fails before the (slow) model loading.
+def check_settings(cfg: serving_config.ServingConfig) -> None:
+    """What can fail on bad settings (TLS files, device), before the (slow) model loading."""
     if cfg.security.tls_cert:
         server_credentials(cfg.security.tls_cert, cfg.security.tls_key)
     select_device(cfg.server.device)
+
+
+def check_port(host: str, port: int, what: str = "") -> None:
+    """Exits with a clear message when host:port cannot be listened on now (0: any port)."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            s.bind(address)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise SystemExit(f"error: cannot listen {what}on {host}:{port}: {reason}") from None
+
+
+def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
+    check_settings(cfg)
     from serving.predictor import set_tf_threads
 
     set_tf_threads(cfg.server.tf_threads, cfg.batching)
@@ -209,6 +230,11 @@ def main(argv=None) -> int:
         description=__doc__.split("\n\n")[0].replace("\n", " "),
     )
     p.add_argument("--config", help="serving YAML config (see serving/config.example.yaml)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings (config, TLS files, token, device, free ports) and exit",
+    )
     for flag, (dest, kind, help_text) in FLAGS.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
     args = p.parse_args(argv)
@@ -225,6 +251,13 @@ def main(argv=None) -> int:
         token = os.environ["SEQ2SEQ_TOKEN"].strip()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.check:  # `make serve` runs this before it spends time on data and training
+        check_settings(cfg)
+        check_port(cfg.server.host, cfg.server.port)
+        if cfg.metrics.port >= 0:
+            check_port(cfg.metrics.host, cfg.metrics.port, "for metrics ")
+        print(f"server settings are usable (would listen on {cfg.server.host}:{cfg.server.port})")
+        return 0
     return serve(cfg, token)
 
 

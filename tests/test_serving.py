@@ -400,6 +400,16 @@ def test_a_taken_port_exits_with_a_clear_message(server, tmp_path):
     assert proc.returncode == 1
     assert f"error: cannot listen on 127.0.0.1:{server.port} (in use" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # `--check` (what `make serve` runs before training) finds the same, and passes a free port
+    check = [sys.executable, "-m", "serving", "--check", "--model-dir", str(tmp_path), "--port"]
+    run = dict(capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run([*check, str(server.port)], **run)
+    assert proc.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{server.port}: Address already in use" in proc.stderr
+    port = free_port()
+    proc = subprocess.run([*check, str(port)], **run)
+    assert proc.returncode == 0, proc.stderr
+    assert f"would listen on 127.0.0.1:{port}" in proc.stdout
     with Client(server.target, timeout=60) as c:  # the first server is untouched
         assert c.translate(["Veo el gato."])[0].text == "I see the cat."
 

@@ -288,50 +288,28 @@ def test_client_works_with_tensorflow_blocked(server):
 
 
 def test_cli_reads_arguments_and_stdin(server):
-    cli = [sys.executable, "-m", "serving.cli", "--target", server.target]
-    out = subprocess.run(
-        [*cli, "translate", "Veo el gato."], capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
+    def cli(*args, stdin=None):
+        return subprocess.run(
+            [sys.executable, "-m", "serving.cli", "--target", server.target, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+
+    out = cli("translate", "Veo el gato.")
     assert out.returncode == 0 and out.stdout == "I see the cat.\n", out.stderr
-    out = subprocess.run(
-        [*cli, "translate", "--beam-size", "3"],
-        input="Comen pan.\n\nVeo el perro.\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    out = cli("translate", "--beam-size", "3", stdin="Comen pan.\n\nVeo el perro.\n")
     assert out.stdout.splitlines() == ["They eat bread.", "I see the dog."], out.stderr
-    out = subprocess.run(
-        [*cli, "classify", "a good film 9"], capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
-    assert out.stdout.startswith("pos\t")
-    out = subprocess.run([*cli, "info"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert json.loads(out.stdout)["limits"]["max_texts"] == 64
-    out = subprocess.run(
-        [*cli, "translate", "--beam-size", "0", "Hola."],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    assert cli("classify", "a good film 9").stdout.startswith("pos\t")
+    assert json.loads(cli("info").stdout)["limits"]["max_texts"] == 64
+    out = cli("translate", "--beam-size", "0", "Hola.")
     assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
-    out = subprocess.run(
-        [*cli, "--json", "classify", "--model-version", "1", "a good film 9"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    out = cli("--json", "classify", "--model-version", "1", "a good film 9")
     answer = json.loads(out.stdout)
     assert answer["label"] == "pos" and answer["model_version"] == 1, out.stderr
-    out = subprocess.run(
-        [*cli, "translate", "--model-version", "7", "Hola."],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    out = cli("translate", "--model-version", "7", "Hola.")
     assert out.returncode == 1 and "NOT_FOUND" in out.stderr and "version 7" in out.stderr
 
 

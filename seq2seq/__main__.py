@@ -48,6 +48,23 @@ def _task_module(task: str):
     return module
 
 
+def _load_export(path: str, task: str):
+    """An exported version folder, loaded as the server loads it (TensorFlow + SentencePiece)."""
+    from pathlib import Path
+
+    from serving.predictor import LoadedModel
+
+    if not (Path(path) / "assets.extra" / "metadata.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not an exported model (no assets.extra/metadata.json): give a version "
+            f"folder such as models/{task}/1"
+        )
+    model = LoadedModel(Path(path))
+    if model.task != task:
+        raise ValueError(f"{path} is a {model.task} model, not a {task} one")
+    return model
+
+
 def _read_texts(texts: list[str]) -> list[str]:
     if texts:
         return texts
@@ -110,10 +127,14 @@ def main(argv=None) -> int:
 
             texts = _read_texts(args.texts)
             k = args.beam_size or cfg.eval.beam_size
+            if not 1 <= args.n_best <= k:
+                raise ValueError(f"--n-best must be in [1, beam size {k}], got {args.n_best}")
             if args.model:
-                from seq2seq.tasks.saved import SavedTranslator
-
-                results = SavedTranslator(args.model).translate(texts, k, args.n_best)
+                model = _load_export(args.model, "translate")
+                d = model.describe()
+                results = model.translate(
+                    texts, k, args.n_best, d["default_max_length"], d["default_length_penalty"]
+                )
             else:
                 results = translation.load_trained(cfg).translate(
                     texts,
@@ -133,9 +154,10 @@ def main(argv=None) -> int:
 
             texts = _read_texts(args.texts)
             if args.model:
-                from seq2seq.tasks.saved import SavedClassifier
-
-                results = SavedClassifier(args.model).classify(texts)
+                results = [
+                    (label, dict(probs))
+                    for label, probs in _load_export(args.model, "classify").classify(texts)
+                ]
             else:
                 results = classification.load_trained(cfg).classify(texts)
             for label, probs in results:

@@ -123,10 +123,10 @@ def test_export_keeps_labels_and_probabilities_in_a_fresh_process(trained, tmp_p
     np.testing.assert_allclose(out["probs"], predictor.probabilities(texts), atol=1e-5)
 
 
-def test_export_to_an_unwritable_place_is_a_clear_error(trained, tmp_path, capsys):
+def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsys):
     from seq2seq.__main__ import main
 
-    cfg, _, _ = trained
+    cfg, _, predictor = trained
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     sets = [f"data.dir={cfg.data.dir}", f"train.run_dir={cfg.train.run_dir}"]
@@ -139,6 +139,14 @@ def test_export_to_an_unwritable_place_is_a_clear_error(trained, tmp_path, capsy
     assert blocker.read_text() == "not a folder"
     assert main([*argv, "--repository", str(tmp_path / "models")]) == 0
     assert (tmp_path / "models" / "1" / "saved_model.pb").is_file()
+    capsys.readouterr()
+    # `python -m seq2seq classify --model` answers from the export, as the server does
+    texts = ["red cat tree", "dog river", "blue stone"]
+    assert main(["classify", "--model", str(tmp_path / "models" / "1"), *texts]) == 0
+    got = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert got == [label for label, _ in predictor.classify(texts)] == ["yes", "maybe", "no"]
+    assert main(["classify", "--model", str(tmp_path / "models"), "red"]) == 2
+    assert "not an exported model" in capsys.readouterr().err
 
 
 def test_a_run_is_loaded_only_with_the_model_settings_it_was_trained_with(trained):

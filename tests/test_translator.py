@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from fresh import run_blocked
 
+from seq2seq.__main__ import main
 from seq2seq.config import load_config
 from seq2seq.data import prepare
 from seq2seq.data.tokenizer import EOS, PAD, SOS
@@ -172,7 +173,7 @@ FRESH = textwrap.dedent(
 )
 
 
-def test_export_reloads_in_a_tensorflow_and_sentencepiece_only_process(trained, tmp_path):
+def test_export_reloads_in_a_tensorflow_and_sentencepiece_only_process(trained, tmp_path, capsys):
     cfg, _, decoder = trained
     path = translation.run_export(cfg, tmp_path / "models" / "translate")
     assert path.name == "1" and (path / "assets.extra" / "metadata.json").exists()
@@ -191,6 +192,12 @@ def test_export_reloads_in_a_tensorflow_and_sentencepiece_only_process(trained, 
         "target_language": "eng",
         "version": 1,
     }
+    # `python -m seq2seq translate --model` decodes with the export, as the server does
+    capsys.readouterr()
+    assert main(["translate", "--model", str(path), "--beam-size", "1", *texts]) == 0
+    assert capsys.readouterr().out.splitlines() == out["greedy"]
+    assert main(["classify", "--model", str(path), "Hola."]) == 2
+    assert "is a translate model, not a classify one" in capsys.readouterr().err
     # a second export is a new version; the first is left untouched
     assert translation.run_export(cfg, tmp_path / "models" / "translate").name == "2"
 

@@ -80,13 +80,13 @@ def build_server(
     )
     address = f"{cfg.server.host}:{cfg.server.port}"
     sec = cfg.security
+    creds = server_credentials(sec.tls_cert, sec.tls_key) if sec.tls_cert else None
     try:
-        if sec.tls_cert:
-            creds = server_credentials(sec.tls_cert, sec.tls_key)
+        if creds is not None:
             bound = server.add_secure_port(address, creds)
         else:
             bound = server.add_insecure_port(address)
-    except RuntimeError:  # grpcio ≥ 1.60 raises where older versions returned 0
+    except RuntimeError:  # recent grpcio raises where older versions returned 0
         bound = 0
     if bound == 0:
         raise SystemExit(f"error: cannot listen on {address} (in use or not permitted)")

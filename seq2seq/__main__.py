@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from seq2seq.config import ConfigError, load_config
 
@@ -50,8 +51,6 @@ def _task_module(task: str):
 
 def _load_export(path: str, task: str):
     """An exported version folder, loaded as the server loads it (TensorFlow + SentencePiece)."""
-    from pathlib import Path
-
     from serving.predictor import LoadedModel
 
     if not (Path(path) / "assets.extra" / "metadata.json").is_file():

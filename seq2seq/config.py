@@ -22,6 +22,8 @@ import yaml
 
 PRESETS = Path(__file__).parent / "presets"
 TASKS = ("translate", "classify")
+# The corpora `make data` fetches, per task (seq2seq.data.sources holds where from).
+DATASETS = {"translate": ("tatoeba_spa_eng",), "classify": ("sentiment", "sms_spam")}
 
 
 # Model settings that act only while training and add no variables: evaluating or exporting
@@ -122,12 +124,25 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @property
+    def corpus(self) -> str:
+        """The prepared corpus's name: the dataset, or `file-<stem>` for a local data file, so
+        that preparing a file never replaces a fetched corpus nor feeds that corpus's runs."""
+        if self.data.data_file:
+            return f"file-{Path(self.data.data_file).stem}"
+        return self.data.dataset
+
+    @property
     def data_dir(self) -> Path:
-        return Path(self.data.dir) / self.task / self.data.dataset
+        return Path(self.data.dir) / self.task / self.corpus
 
     @property
     def run_dir(self) -> Path:
-        variant = self.model.attention if self.task == "translate" else self.data.dataset
+        if self.task == "translate":
+            variant = self.model.attention
+            if self.data.data_file:
+                variant += f"-{self.corpus}"
+        else:
+            variant = self.corpus
         name = self.train.run_name or f"{self.preset}-{variant}"
         return Path(self.train.run_dir) / self.task / name
 
@@ -254,6 +269,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.recurrent_initializer must be orthogonal or identity, "
             f"got {m.recurrent_initializer!r}"
+        )
+    if d.dataset not in DATASETS[cfg.task]:
+        raise ConfigError(
+            f"unknown {cfg.task} dataset {d.dataset!r}: choose {' or '.join(DATASETS[cfg.task])}"
+            " (a local file goes in data.data_file, DATA_FILE= to make)"
         )
     if d.direction not in ("spa-eng", "eng-spa"):
         raise ConfigError(f"data.direction must be spa-eng or eng-spa, got {d.direction!r}")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from seq2seq.config import load_config
+from seq2seq.config import ConfigError, load_config
 from seq2seq.data import Batches, DataError, Tokenizer, prepare, read_split, translation_batch
 from seq2seq.data.prepare import _parse_sms, normalize
 from seq2seq.data.tokenizer import EOS, PAD, SOS
@@ -135,6 +135,32 @@ def test_unprepared_splits_name_the_make_command_that_prepares_them(tmp_path):
     sms = cfg_for(tmp_path, task="classify", dataset="sms_spam")
     with pytest.raises(DataError, match=r"run `make data-classify DATASET=sms_spam`"):
         read_split(sms, "valid")
+
+
+def test_a_data_file_gets_its_own_corpus_and_run_folders(tmp_path):
+    """Preparing a local file must not replace a fetched corpus, nor feed that corpus's run."""
+    fetched = cfg_for(tmp_path, task="classify", dataset="sentiment")
+    fetched.data_dir.mkdir(parents=True)
+    (fetched.data_dir / "train.tsv").write_text("label\ttext\npos\tkept\n")
+    rows = [("pos", f"good film {i}") for i in range(10)] + [("neg", f"bad {i}") for i in range(10)]
+    src = tmp_path / "my reviews.tsv"
+    src.write_text("".join(f"{label}\t{text}\n" for label, text in rows))
+    mine = cfg_for(tmp_path, task="classify", dataset="sentiment", data_file=src)
+    assert mine.data_dir == tmp_path / "prepared" / "classify" / "file-my reviews"
+    assert mine.run_dir == tmp_path / "runs" / "classify" / "tiny-file-my reviews"
+    assert prepare(mine)["counts"]["read"] == 20
+    assert read_split(fetched, "train") == [("pos", "kept")]
+    pairs = cfg_for(tmp_path, data_file=write_pairs(tmp_path / "p.tsv", PAIRS))
+    assert pairs.run_dir.name == "tiny-none-file-p" != cfg_for(tmp_path).run_dir.name
+    with pytest.raises(DataError, match=r"run `make data-classify DATA_FILE=.*nope.tsv`"):
+        read_split(cfg_for(tmp_path, task="classify", data_file=tmp_path / "nope.tsv"), "train")
+
+
+@pytest.mark.parametrize("task", ["translate", "classify"])
+def test_an_unknown_dataset_is_a_config_error_naming_the_known_ones(tmp_path, task):
+    known = {"translate": "tatoeba_spa_eng", "classify": "sentiment or sms_spam"}[task]
+    with pytest.raises(ConfigError, match=f"unknown {task} dataset 'imdb': choose {known}"):
+        cfg_for(tmp_path, task=task, dataset="imdb")
 
 
 def test_sms_parser_reads_one_message_per_line_despite_stray_quotes():

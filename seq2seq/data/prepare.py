@@ -194,8 +194,6 @@ def read_classification_rows(cfg: Config) -> tuple[list[tuple[str, str]], dict]:
         if not rows:
             raise DataError(f"{cfg.data.data_file}: no examples found (the file is empty)")
         return rows, origin
-    if cfg.data.dataset not in ("sentiment", "sms_spam"):
-        raise DataError(f"unknown classification dataset {cfg.data.dataset!r}")
     source = SOURCES[cfg.data.dataset]
     text = _decode(read_member(source), source.member)
     parse = _parse_sentiment if source.name == "sentiment" else _parse_sms
@@ -275,7 +273,7 @@ def _write(cfg: Config, splits: dict, counts: Counter, origin: dict, header: tup
         files[path.name] = sha256_of(path)
     manifest = {
         "task": cfg.task,
-        "dataset": cfg.data.dataset if not cfg.data.data_file else "custom",
+        "dataset": cfg.corpus,
         "origin": origin,
         "exclude_file": cfg.data.exclude_file,
         "counts": dict(sorted(counts.items())),
@@ -308,11 +306,11 @@ def read_split(cfg: Config, split: str) -> list[tuple[str, ...]]:
     """Rows of a prepared split (without the header)."""
     path = cfg.data_dir / f"{split}.tsv"
     if not path.exists():
-        make = (
-            "make data-translate"
-            if cfg.task == "translate"
-            else f"make data-classify DATASET={cfg.data.dataset}"
-        )
+        make = "make data-translate" if cfg.task == "translate" else "make data-classify"
+        if cfg.data.data_file:
+            make += f" DATA_FILE={cfg.data.data_file}"
+        elif cfg.task == "classify":
+            make += f" DATASET={cfg.data.dataset}"
         raise DataError(
             f"{path} not found: run `{make}` (or `python -m seq2seq data` with the same "
             "options) first"

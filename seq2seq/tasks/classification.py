@@ -292,7 +292,7 @@ def run_evaluation(cfg: Config) -> dict:
     trained_on = "train+valid" if cfg.train.refit else "train"
     results = {
         "evaluated_on": where,
-        "dataset": cfg.data.dataset,
+        "dataset": cfg.corpus,
         "trained_on": trained_on,
         "rnn": rnn,
     }
@@ -329,7 +329,7 @@ def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:
     eval_path = cfg.run_dir / "eval.json"
     metadata = {
         "task": "classify",
-        "dataset": cfg.data.dataset,
+        "dataset": cfg.corpus,
         "labels": predictor.labels,
         "vocab_size": predictor.tok.vocab_size,
         "special_ids": {"pad": 0, "unk": 1, "sos": 2, "eos": 3},

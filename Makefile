@@ -18,6 +18,7 @@ OPTS       = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) \
              $(foreach s,$(SET),--set $(s))
 T_OPTS     = --task translate $(OPTS) $(if $(ATTENTION),--set model.attention=$(ATTENTION))
 C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
+CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint format bench-rnn bench-serve serve serve-check clean data data-translate data-classify \
@@ -60,7 +61,7 @@ data-translate: $(STAMP)  ## Tatoeba spa-eng → data/prepared/translate/ (DATA_
 	$(RUN) data $(T_OPTS)
 
 data-classify: $(STAMP)  ## sentiment or SMS spam (DATASET=) → data/prepared/classify/
-	@echo "==> preparing the $(DATASET) classification corpus"
+	@echo "==> preparing the $(CORPUS) classification corpus"
 	$(RUN) data $(C_OPTS)
 
 train-translate: $(STAMP)  ## train the translator (resumes; PRESET=, ATTENTION=luong|none)
@@ -71,21 +72,21 @@ eval-translate: $(STAMP)  ## sacreBLEU + chrF on the test split (or EVAL_FILE=so
 	@echo "==> evaluating the translator"
 	$(RUN) evaluate $(T_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
 
-export-translate: $(STAMP)  ## SavedModel → models/translate/<next version>/
-	@echo "==> exporting the translator"
-	$(RUN) export $(T_OPTS)
+export-translate: $(STAMP)  ## SavedModel → models/translate/<next version>/ (MODEL_DIR=; tiny: models-tiny/)
+	@echo "==> exporting the translator to $(MODEL_DIR)/translate"
+	$(RUN) export $(T_OPTS) --repository $(MODEL_DIR)/translate
 
 train-classify: $(STAMP)  ## train the classifier (DATASET=sentiment|sms_spam)
-	@echo "==> training the $(DATASET) classifier ($(PRESET) preset)"
+	@echo "==> training the $(CORPUS) classifier ($(PRESET) preset)"
 	$(RUN) train $(C_OPTS)
 
 eval-classify: $(STAMP)  ## accuracy, macro-F1, confusion matrix + TF-IDF baseline (EVAL_FILE=)
-	@echo "==> evaluating the $(DATASET) classifier"
+	@echo "==> evaluating the $(CORPUS) classifier"
 	$(RUN) evaluate $(C_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
 
-export-classify: $(STAMP)  ## SavedModel → models/classify/<next version>/
-	@echo "==> exporting the $(DATASET) classifier"
-	$(RUN) export $(C_OPTS)
+export-classify: $(STAMP)  ## SavedModel → models/classify/<next version>/ (MODEL_DIR=; tiny: models-tiny/)
+	@echo "==> exporting the $(CORPUS) classifier to $(MODEL_DIR)/classify"
+	$(RUN) export $(C_OPTS) --repository $(MODEL_DIR)/classify
 
 protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
 	@echo "==> generating Python code from protos/serving/v1/seq2seq.proto"

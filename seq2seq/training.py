@@ -166,7 +166,9 @@ def train(
     best_dir = run_dir / "best" if chief else run_dir / f"worker{worker}-tmp" / "best"
     best_manager = tf.train.CheckpointManager(best_ckpt, str(best_dir), max_to_keep=1)
     if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        read_checkpoint(
+            ckpt, manager.latest_checkpoint, f"remove {ckpt_dir} to train this run from the start"
+        ).assert_existing_objects_matched()
         if bool(stopped_early) or int(step) >= last_step:
             how = "stopped early" if bool(stopped_early) else "done"
             print(f"{manager.latest_checkpoint}: this run is finished ({how} at step {int(step)})")
@@ -323,6 +325,18 @@ def train(
     return summary
 
 
+def read_checkpoint(checkpoint: tf.train.Checkpoint, path: str, fix: str):
+    """`checkpoint.restore(path)`, with a damaged or truncated file reported as a ValueError
+    naming it (TensorFlow raises IndexError, DataLossError, … from deep inside)."""
+    try:
+        return checkpoint.restore(path)
+    except (tf.errors.OpError, IndexError, RuntimeError) as err:
+        raise ValueError(
+            f"checkpoint {path} cannot be read, damaged or incomplete "
+            f"({type(err).__name__}: {str(err).strip()[:200]}): {fix}"
+        ) from None
+
+
 def restore_weights(model: keras.Model, run_dir: Path, which: str = "best") -> str:
     """Loads the `best` (or latest `ckpt`) weights of a run into `model`; returns the path."""
     manager_dir = Path(run_dir) / which
@@ -331,7 +345,11 @@ def restore_weights(model: keras.Model, run_dir: Path, which: str = "best") -> s
         raise FileNotFoundError(
             f"no checkpoint in {manager_dir}: train first (make train-translate / train-classify)"
         )
-    status = tf.train.Checkpoint(model=variables_checkpoint(model)).restore(latest)
+    status = read_checkpoint(
+        tf.train.Checkpoint(model=variables_checkpoint(model)),
+        latest,
+        f"train the run again (remove {run_dir}), or use another train.run_name",
+    )
     try:
         status.expect_partial().assert_existing_objects_matched()
     except AssertionError as err:

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -166,6 +167,29 @@ def test_a_run_is_loaded_only_with_the_model_settings_it_was_trained_with(traine
     )
     with pytest.raises(ConfigError, match=r"model.adversarial 0.0 → 0.3"):
         classification.run_training(other, progress=False)
+
+
+def test_damaged_run_files_are_named_not_tracebacks(trained, tmp_path):
+    cfg, _, predictor = trained
+    copy_cfg = copy.deepcopy(cfg)
+    copy_cfg.train.run_dir = str(tmp_path)
+    shutil.copytree(cfg.run_dir, copy_cfg.run_dir)
+    texts = ["red cat", "dog stone"]
+    np.testing.assert_allclose(
+        classification.load_trained(copy_cfg).probabilities(texts), predictor.probabilities(texts)
+    )
+    run = copy_cfg.run_dir
+    (best,) = (run / "best").glob("*.data-*")
+    best.write_bytes(best.read_bytes()[:100])  # a truncated write
+    with pytest.raises(ValueError, match=r"checkpoint .*best/ckpt-\d+ cannot be read.*remove"):
+        classification.load_trained(copy_cfg)
+    latest = sorted((run / "ckpt").glob("*.index"))[-1]
+    latest.write_bytes(b"not a checkpoint index")
+    with pytest.raises(ValueError, match=rf"cannot be read.*remove {run / 'ckpt'} to train"):
+        classification.run_training(copy_cfg, progress=False)
+    (run / "tokenizer.spm").write_text("garbage")
+    with pytest.raises(ValueError, match="tokenizer.spm is not a SentencePiece model"):
+        classification.load_trained(copy_cfg)
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,12 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
-        return cls(Path(path).read_bytes())
+        try:
+            return cls(Path(path).read_bytes())
+        except RuntimeError as err:  # sentencepiece's parse failure
+            raise ValueError(
+                f"{path} is not a SentencePiece model (damaged or overwritten?): {err}"
+            ) from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.model_proto)

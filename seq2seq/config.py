@@ -214,6 +214,8 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"config file not found: {path}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {err}") from err
     return data or {}
 
 
@@ -242,7 +244,11 @@ def load_config(
         if not sep or "." not in key:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         section, name = key.split(".", 1)
-        layers.append(("override", {section: {name: yaml.safe_load(value)}}))
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass  # not YAML (say "[1"): kept as the string it is, for the type check to judge
+        layers.append(("override", {section: {name: value}}))
 
     def build() -> Config:
         cfg = Config(task=task, preset=preset)

@@ -1,0 +1,51 @@
+"""seq2seq.config: every bad config file or override stops with a message naming it."""
+
+import pytest
+
+from seq2seq.config import ConfigError, load_config
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "config file not found"),
+        (b"model: [1, 2\n", "is not valid YAML"),
+        (b"\xff\xfe\x00junk", "is not UTF-8 text"),
+        (b"- 1\n- 2\n", "expected a mapping, got list"),
+        (b"model:\n  unit: 8\n", "unknown key 'unit'"),
+        (b"model:\n  units: 0\n", "model.units must be a positive integer, got 0"),
+        (b"model:\n  units: many\n", "expected a number, got 'many'"),
+    ],
+)
+def test_bad_config_files(tmp_path, content, match):
+    path = tmp_path / "mine.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=match):
+        load_config("classify", "tiny", str(path))
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("units=8", "must look like section.key=value"),
+        ("model.units=[1", r"model.units: expected a number, got '\[1'"),
+        ("model.units=2.5", "model.units must be a positive integer"),
+        ("train.learning_rate=-1", r"learning_rate must be in \(0, 1\)"),
+        ("nosuch.key=1", "unknown key 'nosuch'"),
+    ],
+)
+def test_bad_overrides(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("classify", "tiny", overrides=[override])
+
+
+def test_overrides_win_over_the_file_which_wins_over_the_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  units: 24\n  embedding_dim: 12\n")
+    cfg = load_config("classify", "tiny", str(path), ["model.units=40"])
+    preset = load_config("classify", "tiny")
+    assert (cfg.model.units, cfg.model.embedding_dim) == (40, 12)
+    assert cfg.model.layers == preset.model.layers
+    with pytest.raises(ConfigError, match="unknown preset 'huge' for classify"):
+        load_config("classify", "huge")

@@ -127,6 +127,8 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Servi
             text = Path(path).read_text()
         except OSError as err:
             raise ValueError(f"cannot read the serving config {path}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"the serving config {path} is not UTF-8 text: {err}") from None
         try:
             loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:

@@ -88,6 +88,10 @@ def test_bad_settings_are_named(tmp_path, text, message):
     assert message in str(err.value)
 
 
-def test_a_missing_file_is_named(tmp_path):
+def test_a_missing_or_binary_file_is_named(tmp_path):
     with pytest.raises(ValueError, match="cannot read the serving config"):
         config.load(tmp_path / "nope.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00server")
+    with pytest.raises(ValueError, match=r"the serving config .*binary.yaml is not UTF-8 text"):
+        config.load(binary)

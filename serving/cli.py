@@ -22,23 +22,43 @@ def _texts(args) -> list[str]:
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="seq2seq-client", description=__doc__.splitlines()[0])
+def _connection_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The options every command shares. The top-level parser holds the defaults; each command
+    takes them too, without defaults, so that they may come before or after the command."""
+
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
     p.add_argument(
         "--target",
-        default=os.environ.get("SEQ2SEQ_TARGET", "localhost:50051"),
+        default=default(os.environ.get("SEQ2SEQ_TARGET", "localhost:50051")),
         help="server host:port (env SEQ2SEQ_TARGET; default localhost:50051)",
     )
-    p.add_argument("--timeout", type=float, default=60.0, help="deadline per call, seconds")
     p.add_argument(
-        "--token", default=os.environ.get("SEQ2SEQ_TOKEN"), help="bearer token (env SEQ2SEQ_TOKEN)"
+        "--timeout", type=float, default=default(60.0), help="deadline per call, seconds"
     )
-    p.add_argument("--token-file", default=None, help="read the bearer token from this file")
-    p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) to connect with TLS")
     p.add_argument(
-        "--tls-server-name", default=None, help="name in the server's certificate, if not the host"
+        "--token",
+        default=default(os.environ.get("SEQ2SEQ_TOKEN")),
+        help="bearer token (env SEQ2SEQ_TOKEN)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument(
+        "--token-file", default=default(None), help="read the bearer token from this file"
+    )
+    p.add_argument(
+        "--tls-ca", default=default(None), help="CA certificate (PEM) to connect with TLS"
+    )
+    p.add_argument(
+        "--tls-server-name",
+        default=default(None),
+        help="name in the server's certificate, if not the host",
+    )
+    p.add_argument("--json", action="store_true", default=default(False), help="print JSON lines")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="seq2seq-client", description=__doc__.splitlines()[0])
+    _connection_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("translate", help="translate texts")
     t.add_argument("texts", nargs="*")
@@ -54,7 +74,9 @@ def main(argv=None) -> int:
             default=None,
             help="serve with this model version (default: the newest the server has loaded)",
         )
-    sub.add_parser("info", help="describe the served models and limits")
+    i = sub.add_parser("info", help="describe the served models and limits")
+    for s in (t, c, i):
+        _connection_options(s, defaults=False)
     args = p.parse_args(argv)
     token = args.token
     if args.token_file:
@@ -122,6 +144,10 @@ def main(argv=None) -> int:
                         print(f"{r.label}\t{probs}")
     except ServingError as err:
         print(f"error: {err.code.name}: {err.details}", file=sys.stderr)
+        if err.code.name == "UNAVAILABLE" and "failed to connect" in err.details:
+            print(
+                f"is a server running at {args.target}? (`make serve` starts one)", file=sys.stderr
+            )
         return 1
     return 0
 

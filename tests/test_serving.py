@@ -311,6 +311,12 @@ def test_cli_reads_arguments_and_stdin(server):
     assert answer["label"] == "pos" and answer["model_version"] == 1, out.stderr
     out = cli("translate", "--model-version", "7", "Hola.")
     assert out.returncode == 1 and "NOT_FOUND" in out.stderr and "version 7" in out.stderr
+    # the shared options may also follow the command, and then win
+    out = cli("classify", "a good film 9", "--json", "--timeout", "30")
+    assert json.loads(out.stdout)["label"] == "pos", out.stderr
+    out = cli("info", "--target", "127.0.0.1:1", "--timeout", "5")
+    assert out.returncode == 1 and "UNAVAILABLE" in out.stderr
+    assert "is a server running at 127.0.0.1:1?" in out.stderr
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(models):

@@ -65,9 +65,15 @@ def _load_export(path: str, task: str):
 
 
 def _read_texts(texts: list[str]) -> list[str]:
-    if texts:
-        return texts
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    """The texts given as arguments, else the non-blank lines of standard input; as the server
+    does, a blank text is an error rather than a guess."""
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"text {i + 1} is empty or only whitespace")
+    texts = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ValueError("no texts given: pass them as arguments, or one per line on stdin")
+    return texts
 
 
 def main(argv=None) -> int:

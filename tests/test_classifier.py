@@ -1,6 +1,7 @@
 """Classifier: the many-to-one head, training on a toy rule, export with labels, bad data."""
 
 import copy
+import io
 import json
 import shutil
 import textwrap
@@ -124,7 +125,7 @@ def test_export_keeps_labels_and_probabilities_in_a_fresh_process(trained, tmp_p
     np.testing.assert_allclose(out["probs"], predictor.probabilities(texts), atol=1e-5)
 
 
-def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsys):
+def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsys, monkeypatch):
     from seq2seq.__main__ import main
 
     cfg, _, predictor = trained
@@ -148,6 +149,12 @@ def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsy
     assert got == [label for label, _ in predictor.classify(texts)] == ["yes", "maybe", "no"]
     assert main(["classify", "--model", str(tmp_path / "models"), "red"]) == 2
     assert "not an exported model" in capsys.readouterr().err
+    # a blank text is refused, as the server refuses it, not classified
+    assert main(["classify", "--model", str(tmp_path / "models" / "1"), "red", " "]) == 2
+    assert capsys.readouterr().err == "error: text 2 is empty or only whitespace\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n   \n"))
+    assert main(["classify", "--model", str(tmp_path / "models" / "1")]) == 2
+    assert capsys.readouterr().err.startswith("error: no texts given")
 
 
 def test_a_run_is_loaded_only_with_the_model_settings_it_was_trained_with(trained):

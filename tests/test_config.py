@@ -49,3 +49,12 @@ def test_overrides_win_over_the_file_which_wins_over_the_preset(tmp_path):
     assert cfg.model.layers == preset.model.layers
     with pytest.raises(ConfigError, match="unknown preset 'huge' for classify"):
         load_config("classify", "huge")
+
+
+def test_the_known_datasets_are_the_pinned_sources():
+    """config.DATASETS (config cannot import the data package) names exactly the corpora that
+    seq2seq.data.sources pins."""
+    from seq2seq.config import DATASETS
+    from seq2seq.data.sources import SOURCES
+
+    assert sorted(n for names in DATASETS.values() for n in names) == sorted(SOURCES)

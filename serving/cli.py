@@ -1,7 +1,9 @@
 """`seq2seq-client`: translate, classify or describe models on a seq2seq server.
 
-Texts come from the arguments, or one per line from standard input when none are given; one
-line of output per input. Needs only grpcio and protobuf.
+Texts come from the arguments, or one per line from standard input when none are given (blank
+lines are skipped); one line of output per text. Any number of texts: they go in requests of
+the server's `max_texts`, all answered by the model version that answered the first. Needs only
+grpcio and protobuf.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from serving.client import Client, ServingError
@@ -20,6 +23,51 @@ def _texts(args) -> list[str]:
     if sys.stdin.isatty():
         print("reading texts from standard input, one per line (Ctrl-D to end)", file=sys.stderr)
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def _chunks(client: Client, texts: list[str]):
+    """(first index, texts) in requests of at most the server's `max_texts` each (asked for
+    only when there is more than one text), so that a file of any length can be piped in."""
+    size = len(texts)
+    if size > 1:
+        size = client.metadata()["limits"].get("max_texts") or size
+    for start in range(0, len(texts), size):
+        yield start, texts[start : start + size]
+
+
+def _print_translation(r, args) -> None:
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "text": r.text,
+                    "score": r.score,
+                    "hypotheses": [h.__dict__ for h in r.hypotheses],
+                    "model_version": r.model_version,
+                },
+                ensure_ascii=False,
+            )
+        )
+    elif args.n_best > 1:
+        print(" ||| ".join(f"{h.text} ({h.score:.3f})" for h in r.hypotheses))
+    else:
+        print(r.text)
+
+
+def _print_classification(r, args) -> None:
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "label": r.label,
+                    "probabilities": r.probabilities,
+                    "model_version": r.model_version,
+                }
+            )
+        )
+    else:
+        probs = " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
+        print(f"{r.label}\t{probs}")
 
 
 def _connection_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -103,45 +151,34 @@ def main(argv=None) -> int:
             if not texts:
                 print("error: no texts given", file=sys.stderr)
                 return 2
-            if args.command == "translate":
-                for r in client.translate(
-                    texts,
-                    beam_size=args.beam_size,
-                    n_best=args.n_best,
-                    max_length=args.max_length,
-                    model_version=args.model_version,
-                ):
-                    if args.json:
-                        print(
-                            json.dumps(
-                                {
-                                    "text": r.text,
-                                    "score": r.score,
-                                    "hypotheses": [h.__dict__ for h in r.hypotheses],
-                                    "model_version": r.model_version,
-                                },
-                                ensure_ascii=False,
-                            )
-                        )
-                    elif args.n_best > 1:
-                        print(" ||| ".join(f"{h.text} ({h.score:.3f})" for h in r.hypotheses))
-                    else:
-                        print(r.text)
-            else:
-                for r in client.classify(texts, model_version=args.model_version):
-                    if args.json:
-                        print(
-                            json.dumps(
-                                {
-                                    "label": r.label,
-                                    "probabilities": r.probabilities,
-                                    "model_version": r.model_version,
-                                }
-                            )
+            version = args.model_version
+            for start, chunk in _chunks(client, texts):
+                try:
+                    if args.command == "translate":
+                        results = client.translate(
+                            chunk,
+                            beam_size=args.beam_size,
+                            n_best=args.n_best,
+                            max_length=args.max_length,
+                            model_version=version,
                         )
                     else:
-                        probs = " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
-                        print(f"{r.label}\t{probs}")
+                        results = client.classify(chunk, model_version=version)
+                except ServingError as err:
+                    # the server numbers the texts of its request: number them in the input
+                    details = re.sub(
+                        r"texts\[(\d+)\]", lambda m, s=start: f"texts[{s + int(m[1])}]", err.details
+                    )
+                    raise ServingError(err.code, details) from None
+                for r in results:
+                    if args.command == "translate":
+                        _print_translation(r, args)
+                    else:
+                        _print_classification(r, args)
+                sys.stdout.flush()
+                # Later requests name the version that answered the first, so that the whole
+                # input is answered by one model even if a new version loads meanwhile.
+                version = results[0].model_version if results else version
     except ServingError as err:
         print(f"error: {err.code.name}: {err.details}", file=sys.stderr)
         if err.code.name == "UNAVAILABLE" and "failed to connect" in err.details:

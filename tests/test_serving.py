@@ -319,6 +319,36 @@ def test_cli_reads_arguments_and_stdin(server):
     assert "is a server running at 127.0.0.1:1?" in out.stderr
 
 
+def test_cli_sends_any_number_of_texts_in_requests_of_max_texts(server):
+    def cli(*args, stdin):
+        return subprocess.run(
+            [sys.executable, "-m", "serving.cli", "--target", server.target, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+
+    # 150 texts > max_texts 64: three requests, one answer per text, in order
+    labels = ["pos" if i % 3 else "neg" for i in range(150)]
+    lines = "".join(
+        f"a {'good' if lab == 'pos' else 'bad'} film {i % 30}\n" for i, lab in enumerate(labels)
+    )
+    out = cli("--json", "classify", stdin=lines)
+    assert out.returncode == 0, out.stderr
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [a["label"] for a in answers] == labels
+    assert {a["model_version"] for a in answers} == {1}
+    # an error numbers the texts as in the whole input (the server saw texts[36] of its request)
+    bad = lines.splitlines()
+    bad[100] = "x" * 2001
+    out = cli("classify", stdin="\n".join(bad) + "\n")
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
+    assert "texts[100] has 2001 characters > max_text_chars" in out.stderr, out.stderr
+    assert len(out.stdout.splitlines()) == 64  # the first request's answers were printed
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_zero(models):
     srv = Server(models)
     results, errors = [], []

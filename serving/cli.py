@@ -35,39 +35,20 @@ def _chunks(client: Client, texts: list[str]):
         yield start, texts[start : start + size]
 
 
-def _print_translation(r, args) -> None:
+def _line(r, args) -> str:
+    """The output line for one result."""
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "text": r.text,
-                    "score": r.score,
-                    "hypotheses": [h.__dict__ for h in r.hypotheses],
-                    "model_version": r.model_version,
-                },
-                ensure_ascii=False,
-            )
-        )
-    elif args.n_best > 1:
-        print(" ||| ".join(f"{h.text} ({h.score:.3f})" for h in r.hypotheses))
-    else:
-        print(r.text)
-
-
-def _print_classification(r, args) -> None:
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "label": r.label,
-                    "probabilities": r.probabilities,
-                    "model_version": r.model_version,
-                }
-            )
-        )
-    else:
-        probs = " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
-        print(f"{r.label}\t{probs}")
+        if args.command == "translate":
+            hypotheses = [h.__dict__ for h in r.hypotheses]
+            fields = {"text": r.text, "score": r.score, "hypotheses": hypotheses}
+        else:
+            fields = {"label": r.label, "probabilities": r.probabilities}
+        return json.dumps({**fields, "model_version": r.model_version}, ensure_ascii=False)
+    if args.command == "classify":
+        return r.label + "\t" + " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
+    if args.n_best > 1:
+        return " ||| ".join(f"{h.text} ({h.score:.3f})" for h in r.hypotheses)
+    return r.text
 
 
 def _connection_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -170,12 +151,7 @@ def main(argv=None) -> int:
                         r"texts\[(\d+)\]", lambda m, s=start: f"texts[{s + int(m[1])}]", err.details
                     )
                     raise ServingError(err.code, details) from None
-                for r in results:
-                    if args.command == "translate":
-                        _print_translation(r, args)
-                    else:
-                        _print_classification(r, args)
-                sys.stdout.flush()
+                print("\n".join(_line(r, args) for r in results), flush=True)
                 # Later requests name the version that answered the first, so that the whole
                 # input is answered by one model even if a new version loads meanwhile.
                 version = results[0].model_version if results else version

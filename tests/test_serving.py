@@ -287,16 +287,20 @@ def test_client_works_with_tensorflow_blocked(server):
     assert proc.stdout.splitlines() == ["I see the dog.", "neg"]
 
 
+def run_cli(server, *args, stdin=None):
+    return subprocess.run(
+        [sys.executable, "-m", "serving.cli", "--target", server.target, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
 def test_cli_reads_arguments_and_stdin(server):
     def cli(*args, stdin=None):
-        return subprocess.run(
-            [sys.executable, "-m", "serving.cli", "--target", server.target, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-        )
+        return run_cli(server, *args, stdin=stdin)
 
     out = cli("translate", "Veo el gato.")
     assert out.returncode == 0 and out.stdout == "I see the cat.\n", out.stderr
@@ -321,14 +325,7 @@ def test_cli_reads_arguments_and_stdin(server):
 
 def test_cli_sends_any_number_of_texts_in_requests_of_max_texts(server):
     def cli(*args, stdin):
-        return subprocess.run(
-            [sys.executable, "-m", "serving.cli", "--target", server.target, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-        )
+        return run_cli(server, *args, stdin=stdin)
 
     # 150 texts > max_texts 64: three requests, one answer per text, in order
     labels = ["pos" if i % 3 else "neg" for i in range(150)]

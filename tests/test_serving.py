@@ -445,3 +445,34 @@ def test_generated_protocol_code_is_up_to_date(tmp_path):
         assert filecmp.cmp(fresh, committed, shallow=False), (
             f"serving/v1/{name} is stale: run `make protos`"
         )
+
+
+def test_cli_pins_the_version_that_answered_its_first_request(monkeypatch, capsys):
+    """Requests after the first name its version, so a version loaded meanwhile answers none."""
+    from serving import cli
+    from serving.client import ClassificationResult
+
+    calls = []
+
+    class Server:  # the Client the CLI opens, answering as a server with max_texts 2 would
+        def __init__(self, target, **options):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def metadata(self):
+            return {"limits": {"max_texts": 2}}
+
+        def classify(self, texts, model_version=None):
+            calls.append((list(texts), model_version))
+            version = model_version or 3 + len(calls)  # unpinned: the newest, which changes
+            return [ClassificationResult("pos", {"pos": 0.9, "neg": 0.1}, version) for _ in texts]
+
+    monkeypatch.setattr(cli, "Client", Server)
+    assert cli.main(["classify", "a", "b", "c", "d", "e"]) == 0
+    assert calls == [(["a", "b"], None), (["c", "d"], 4), (["e"], 4)]
+    assert capsys.readouterr().out.splitlines() == ["pos\tpos=0.900 neg=0.100"] * 5

@@ -13,6 +13,7 @@ sentences does not suit SMS messages.)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,10 +126,12 @@ class Config:
 
     @property
     def corpus(self) -> str:
-        """The prepared corpus's name: the dataset, or `file-<stem>` for a local data file, so
-        that preparing a file never replaces a fetched corpus nor feeds that corpus's runs."""
+        """The prepared corpus's name: the dataset, or `file-<stem>-<tag>` for a local data file,
+        the tag a digest of the file's absolute path, so that preparing a file never replaces a
+        fetched corpus or another folder's file of the same name, nor feeds their runs."""
         if self.data.data_file:
-            return f"file-{Path(self.data.data_file).stem}"
+            path = Path(self.data.data_file).resolve()
+            return f"file-{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}"
         return self.data.dataset
 
     @property

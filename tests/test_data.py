@@ -1,6 +1,7 @@
 """Data preparation, the pinned sources' parsers, tokenizers and batching."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -100,10 +101,13 @@ def test_bad_data_files_fail_clearly_and_keep_previous_output(tmp_path, content,
     good = cfg_for(tmp_path, data_file=write_pairs(tmp_path / "good.tsv", PAIRS))
     prepare(good)
     before = {p.name: p.read_bytes() for p in good.data_dir.iterdir()}
-    path = tmp_path / "bad.tsv"
-    if content is not None:
+    path = tmp_path / "good.tsv"  # the same file, now broken: it prepares into the same folder
+    if content is None:
+        path.unlink()
+    else:
         path.write_bytes(content.encode("latin-1"))
     bad = cfg_for(tmp_path, data_file=path)
+    assert bad.data_dir == good.data_dir
     with pytest.raises(DataError, match=match):
         prepare(bad)
     after = {p.name: p.read_bytes() for p in good.data_dir.iterdir()}
@@ -137,7 +141,7 @@ def test_unprepared_splits_name_the_make_command_that_prepares_them(tmp_path):
         read_split(sms, "valid")
 
 
-def test_a_data_file_gets_its_own_corpus_and_run_folders(tmp_path):
+def test_a_data_file_gets_its_own_corpus_and_run_folders(tmp_path, monkeypatch):
     """Preparing a local file must not replace a fetched corpus, nor feed that corpus's run."""
     fetched = cfg_for(tmp_path, task="classify", dataset="sentiment")
     fetched.data_dir.mkdir(parents=True)
@@ -146,12 +150,20 @@ def test_a_data_file_gets_its_own_corpus_and_run_folders(tmp_path):
     src = tmp_path / "my reviews.tsv"
     src.write_text("".join(f"{label}\t{text}\n" for label, text in rows))
     mine = cfg_for(tmp_path, task="classify", dataset="sentiment", data_file=src)
-    assert mine.data_dir == tmp_path / "prepared" / "classify" / "file-my reviews"
-    assert mine.run_dir == tmp_path / "runs" / "classify" / "tiny-file-my reviews"
+    assert re.fullmatch("file-my reviews-[0-9a-f]{6}", mine.corpus)
+    assert mine.data_dir == tmp_path / "prepared" / "classify" / mine.corpus
+    assert mine.run_dir == tmp_path / "runs" / "classify" / f"tiny-{mine.corpus}"
     assert prepare(mine)["counts"]["read"] == 20
     assert read_split(fetched, "train") == [("pos", "kept")]
+    # The same file named another way is the same corpus; another file of the same name is not.
+    monkeypatch.chdir(tmp_path)
+    assert cfg_for(tmp_path, task="classify", data_file="./my reviews.tsv").corpus == mine.corpus
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "my reviews.tsv").write_text("pos\tanother file\n")
+    other = cfg_for(tmp_path, task="classify", data_file=tmp_path / "other" / "my reviews.tsv")
+    assert other.corpus.startswith("file-my reviews-") and other.corpus != mine.corpus
     pairs = cfg_for(tmp_path, data_file=write_pairs(tmp_path / "p.tsv", PAIRS))
-    assert pairs.run_dir.name == "tiny-none-file-p" != cfg_for(tmp_path).run_dir.name
+    assert pairs.run_dir.name == f"tiny-none-{pairs.corpus}" != cfg_for(tmp_path).run_dir.name
     with pytest.raises(DataError, match=r"run `make data-classify DATA_FILE=.*nope.tsv`"):
         read_split(cfg_for(tmp_path, task="classify", data_file=tmp_path / "nope.tsv"), "train")
 

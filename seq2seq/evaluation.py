@@ -11,7 +11,9 @@ def translation_scores(hypotheses: list[str], references: list[list[str]]) -> di
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference sets")
     most = max((len(r) for r in references), default=1)
-    streams = [[r[j] if j < len(r) else r[0] for r in references] for j in range(most)]
+    # One stream per reference position; a sentence with fewer references has None there,
+    # which sacreBLEU skips (its signature then reads nrefs:var).
+    streams = [[r[j] if j < len(r) else None for r in references] for j in range(most)]
     bleu_metric, chrf_metric = sacrebleu.BLEU(), sacrebleu.CHRF()
     bleu = bleu_metric.corpus_score(hypotheses, streams)
     chrf = chrf_metric.corpus_score(hypotheses, streams)

@@ -340,6 +340,24 @@ def test_eval_file_may_carry_the_prepared_splits_header(tmp_path):
     assert classification.read_eval_file(str(path)) == [("pos", "A fine film."), ("neg", "Dull.")]
 
 
+def test_an_empty_test_split_is_refused_with_what_to_do(tmp_path, capsys):
+    from seq2seq.__main__ import main
+
+    cfg = make_cfg(tmp_path, toy_rows(30), "data.test_fraction=0")
+    prepare(cfg)
+    assert (cfg.data_dir / "test.tsv").read_text() == "label\ttext\n"
+    with pytest.raises(
+        DataError, match=r"test.tsv holds no examples \(prepared with data.test_fraction 0\)"
+    ):
+        classification.run_evaluation(cfg)
+    argv = ["evaluate", "--task", "classify", "--preset", "tiny"]
+    for s in (f"data.dir={cfg.data.dir}", f"train.run_dir={cfg.train.run_dir}"):
+        argv += ["--set", s]
+    argv += ["--set", f"data.data_file={cfg.data.data_file}", "--set", "data.test_fraction=0"]
+    assert main(argv) == 2
+    assert "evaluate on a file instead (EVAL_FILE=, or --eval-file)" in capsys.readouterr().err
+
+
 def test_a_run_folder_made_with_other_settings_is_not_continued(trained):
     cfg, _, _ = trained
     root = cfg.run_dir.parents[2]

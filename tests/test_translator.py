@@ -211,3 +211,62 @@ def test_weights_digest_changes_with_weights(trained):
         assert weights_digest(decoder.model) != before
     finally:
         v.assign(v - 1.0)
+
+
+def test_evaluation_scores_a_reference_file_as_sacrebleu_does_and_refuses_bad_ones(
+    trained, tmp_path
+):
+    import copy
+
+    import sacrebleu
+
+    from seq2seq.data import DataError
+
+    cfg, _, decoder = trained
+    # the fixture's data has no test split: evaluating it says what to do instead
+    with pytest.raises(DataError, match="test.tsv holds no examples .*EVAL_FILE="):
+        translation.run_evaluation(cfg)
+    cfg = copy.deepcopy(cfg)
+    # the first three sentences get references the model does not produce, the fourth a second
+    # reference equal to its output: BLEU is sacreBLEU's over the decoder's own outputs
+    refs = [["I see a cat."], ["I watch the dog."], ["You are seeing the cat."]]
+    refs += [["We are eating bread.", "We eat bread."]]
+    refs += [[en] for en, _ in PAIRS[4:]]
+    sources = [es for _, es in PAIRS]
+    path = tmp_path / "eval.tsv"
+    path.write_text(
+        "".join(f"{s}\t" + "\t".join(r) + "\n" for s, r in zip(sources, refs, strict=True))
+    )
+    cfg.eval.eval_file = str(path)
+    results = translation.run_evaluation(cfg)
+    assert results["evaluated_on"] == str(path)
+    streams = [[r[0] for r in refs], [r[1] if len(r) > 1 else None for r in refs]]
+    for name, k in (("greedy", 1), ("beam", cfg.eval.beam_size)):
+        hyps = [h[0][0] for h in decoder.translate(sources, beam_size=k)]
+        assert hyps == [en for en, _ in PAIRS]  # the tiny model reproduces its training pairs
+        want = sacrebleu.corpus_bleu(hyps, streams)
+        assert results[name]["bleu"] == round(want.score, 2)
+        assert 0 < results[name]["bleu"] < 100
+        assert results[name]["sentences"] == len(PAIRS) and results[name]["beam_size"] == k
+        assert "nrefs:var" in results[name]["bleu_signature"]
+    # the second reference counts: without it, sentence 4 no longer matches exactly
+    one_ref = sacrebleu.corpus_bleu([en for en, _ in PAIRS], [[r[0] for r in refs]])
+    assert results["greedy"]["bleu"] > round(one_ref.score, 2)
+    written = json.loads((cfg.run_dir / "eval.json").read_text())
+    assert written["greedy"]["bleu"] == results["greedy"]["bleu"]
+    assert written["examples"][3] == {
+        "source": "Comemos pan.",
+        "reference": "We are eating bread.",
+        "hypothesis": "We eat bread.",
+    }
+    for content, match in (
+        ("Veo el gato.\tI see the cat.\nVeo el perro.\n", r"eval.tsv:2: expected 'source<TAB>"),
+        ("\n  \n", "no sentences to evaluate"),
+    ):
+        path.write_text(content)
+        with pytest.raises(DataError, match=match):
+            translation.run_evaluation(cfg)
+    cfg.eval.eval_file = str(tmp_path / "missing.tsv")
+    with pytest.raises(DataError, match="eval file not found"):
+        translation.run_evaluation(cfg)
+    assert written == json.loads((cfg.run_dir / "eval.json").read_text())  # not overwritten

@@ -320,5 +320,18 @@ def read_split(cfg: Config, split: str) -> list[tuple[str, ...]]:
     return [tuple(line.split("\t")) for line in lines]
 
 
+def read_test_split(cfg: Config) -> list[tuple[str, ...]]:
+    """The test split's rows; an empty one (prepared with `data.test_fraction` 0) is an error
+    that says what to do, not a score over nothing."""
+    rows = read_split(cfg, "test")
+    if not rows:
+        raise DataError(
+            f"{cfg.data_dir / 'test.tsv'} holds no examples (prepared with data.test_fraction "
+            f"{cfg.data.test_fraction}): evaluate on a file instead (EVAL_FILE=, or --eval-file), "
+            "or prepare the data again with a test share"
+        )
+    return rows
+
+
 def manifest_hash(cfg: Config) -> str:
     return sha256_of(cfg.data_dir / "manifest.json")

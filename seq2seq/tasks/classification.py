@@ -13,7 +13,7 @@ import tensorflow as tf
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, classification_batch, pad, read_split
 from seq2seq.data.embeddings import embedding_matrix
-from seq2seq.data.prepare import manifest_hash, normalize
+from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
 from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
 from seq2seq.models import Classifier
@@ -177,7 +177,9 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         return Evaluation(loss, 100.0 * float(np.mean(pred == np.array(truth))), "accuracy")
 
     print(
-        f"training on {len(train_ex)} texts, validating on {len(valid_ex)}; labels {labels}; "
+        f"training on {len(train_ex)} texts, validating on {len(valid_ex)}"
+        + ("" if valid_rows else " of them (there is no validation split)")
+        + f"; labels {labels}; "
         f"vocab {tok.vocab_size}; "
         f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
     )
@@ -274,12 +276,12 @@ def baseline_scores(cfg: Config, rows, labels: list[str]) -> dict:
 
 
 def run_evaluation(cfg: Config) -> dict:
-    predictor = load_trained(cfg)
-    labels = predictor.labels
     if cfg.eval.eval_file:
         rows, where = read_eval_file(cfg.eval.eval_file), cfg.eval.eval_file
     else:
-        rows, where = read_split(cfg, "test"), "test split"
+        rows, where = read_test_split(cfg), "test split"
+    predictor = load_trained(cfg)
+    labels = predictor.labels
     unknown = sorted({r[0] for r in rows} - set(labels))
     if unknown:
         raise DataError(f"{where}: labels {unknown} are not among the model's {labels}")

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, pad, read_split, translation_batch
-from seq2seq.data.prepare import manifest_hash, normalize
+from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
 from seq2seq.decoding import beam_search, greedy_decode
 from seq2seq.evaluation import translation_scores
 from seq2seq.export import write_version
@@ -163,7 +163,9 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         return Evaluation(loss, bleu, "bleu_greedy")
 
     print(
-        f"training on {len(train_ex)} pairs, validating on {len(valid_ex)}; "
+        f"training on {len(train_ex)} pairs, validating on {len(valid_ex)}"
+        + ("" if valid_rows else " of them (there is no validation split)")
+        + f"; "
         f"vocab {src_tok.vocab_size}/{tgt_tok.vocab_size}; "
         f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
     )
@@ -209,13 +211,13 @@ def read_eval_file(path: str) -> tuple[list[str], list[list[str]]]:
 
 
 def run_evaluation(cfg: Config, decoders=("greedy", "beam")) -> dict:
-    decoder = load_trained(cfg)
     if cfg.eval.eval_file:
         sources, refs = read_eval_file(cfg.eval.eval_file)
         where = cfg.eval.eval_file
     else:
-        rows = read_split(cfg, "test")
+        rows = read_test_split(cfg)
         sources, refs, where = [r[0] for r in rows], [[r[1]] for r in rows], "test split"
+    decoder = load_trained(cfg)
     results = {"evaluated_on": where, "direction": cfg.data.direction}
     for name in decoders:
         k = 1 if name == "greedy" else cfg.eval.beam_size

@@ -157,6 +157,36 @@ def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsy
     assert capsys.readouterr().err.startswith("error: no texts given")
 
 
+def test_exports_beside_each_other_never_touch_one_another(trained, tmp_path, monkeypatch):
+    import seq2seq.export
+
+    cfg, _, _ = trained
+    repo = tmp_path / "models"
+    # another export is still writing, in a hidden folder of its own
+    busy = repo / ".tmp-1"
+    busy.mkdir(parents=True)
+    (busy / "saved_model.pb").write_bytes(b"half written")
+    # ... and publishes version 1 between this export's choice of number and its rename
+    original = seq2seq.export.next_version
+
+    def racing(repository):
+        number = original(repository)
+        if number == 1:
+            (repository / "1").mkdir()
+            (repository / "1" / "theirs").write_text("published by the other export")
+        return number
+
+    monkeypatch.setattr(seq2seq.export, "next_version", racing)
+    path = classification.run_export(cfg, repo)
+    assert path == repo / "2"
+    meta = json.loads((path / "assets.extra" / "metadata.json").read_text())
+    assert meta["version"] == 2 and (path / "saved_model.pb").is_file()
+    assert (repo / "1" / "theirs").read_text() == "published by the other export"
+    assert (busy / "saved_model.pb").read_bytes() == b"half written"
+    assert sorted(p.name for p in repo.iterdir()) == [".tmp-1", "1", "2"]  # nothing left over
+    assert classification.run_export(cfg, repo) == repo / "3"
+
+
 def test_a_run_is_loaded_only_with_the_model_settings_it_was_trained_with(trained):
     cfg, _, predictor = trained
     other = copy.deepcopy(cfg)

@@ -159,6 +159,11 @@ def train(
         elapsed=elapsed,
         stopped_early=stopped_early,
     )
+
+    def out_of_time_at_start() -> bool:
+        """A run that spent its `max_minutes` is finished (raise the cap to train it on)."""
+        return cfg.max_minutes > 0 and float(elapsed) >= cfg.max_minutes * 60
+
     # Under MultiWorkerMirroredStrategy every worker must save; only the chief keeps its files.
     ckpt_dir = run_dir / "ckpt" if chief else run_dir / f"worker{worker}-tmp" / "ckpt"
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
@@ -169,8 +174,12 @@ def train(
         read_checkpoint(
             ckpt, manager.latest_checkpoint, f"remove {ckpt_dir} to train this run from the start"
         ).assert_existing_objects_matched()
-        if bool(stopped_early) or int(step) >= last_step:
-            how = "stopped early" if bool(stopped_early) else "done"
+        if bool(stopped_early) or int(step) >= last_step or out_of_time_at_start():
+            how = (
+                "stopped early"
+                if bool(stopped_early)
+                else ("done" if int(step) >= last_step else "out of time")
+            )
             print(f"{manager.latest_checkpoint}: this run is finished ({how} at step {int(step)})")
         else:
             print(
@@ -220,7 +229,8 @@ def train(
             return "max_minutes"
         return "early_stopping" if bool(stopped_early) else "max_steps"
 
-    stop_reason = why_stopped(int(step))  # what a finished run that is started again reports
+    # what a finished run that is started again reports
+    stop_reason = why_stopped(int(step), out_of_time_at_start())
     last_eval: Evaluation | None = None
     bar = tqdm(
         total=last_step,
@@ -257,7 +267,7 @@ def train(
         bar.write(msg + (" (best)" if improved else ""))
         return cfg.patience > 0 and int(bad_evals) >= cfg.patience
 
-    done = int(step) >= last_step or bool(stopped_early)
+    done = int(step) >= last_step or bool(stopped_early) or out_of_time_at_start()
     while not done:
         for batch in train_batches.iterate(int(epoch), int(position)):
             loss, grad_norm, norms = train_step(tuple(tf.constant(a) for a in batch))

@@ -140,6 +140,22 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     assert resumed["weights_digest"] == full["weights_digest"]
 
 
+def test_a_run_that_spent_its_time_is_finished_until_the_cap_is_raised(tmp_path, capsys):
+    extra = ["train.max_steps=30", "train.eval_every=1000", "train.batch_size=4"]
+    capped = make_cfg(tmp_path, *extra, "train.max_minutes=0.0001")  # 6 ms: one step
+    prepare(capped)
+    first = translation.run_training(capped, progress=False)
+    assert (first["steps"], first["stop_reason"]) == (1, "max_minutes")
+    capsys.readouterr()
+    again = translation.run_training(capped, progress=False)
+    assert "this run is finished (out of time at step 1)" in capsys.readouterr().out
+    assert (again["steps"], again["stop_reason"]) == (1, "max_minutes")
+    assert again["weights_digest"] == first["weights_digest"]
+    assert again["wall_seconds"] == first["wall_seconds"]
+    raised = translation.run_training(make_cfg(tmp_path, *extra), progress=False)
+    assert (raised["steps"], raised["stop_reason"]) == (30, "max_steps")
+
+
 FRESH = textwrap.dedent(
     """
     import json

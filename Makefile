@@ -21,7 +21,7 @@ C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench-rnn bench-serve serve serve-check clean data data-translate data-classify \
+.PHONY: FORCE help install test lint format bench-rnn bench-serve serve serve-check clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos
 
@@ -116,14 +116,19 @@ $(C_DATA): | $(STAMP)
 	@echo "==> preparing the $(DATASET) corpus"
 	$(RUN) data $(C_OPTS)
 
-$(T_MODEL): $(T_DATA)
+# A marker without any exported version (they were deleted) is not a model: export again.
+T_GONE    := $(if $(wildcard $(MODEL_DIR)/translate/[0-9]*/saved_model.pb),,FORCE)
+C_GONE    := $(if $(wildcard $(MODEL_DIR)/classify/[0-9]*/saved_model.pb),,FORCE)
+FORCE:
+
+$(T_MODEL): $(T_DATA) $(T_GONE)
 	@echo "==> no exported translation model for preset $(PRESET): training, evaluating, exporting"
 	$(RUN) train $(T_OPTS)
 	$(RUN) evaluate $(T_OPTS)
 	$(RUN) export $(T_OPTS) --repository $(MODEL_DIR)/translate
 	@touch $@
 
-$(C_MODEL): $(C_DATA)
+$(C_MODEL): $(C_DATA) $(C_GONE)
 	@echo "==> no exported $(DATASET) model for preset $(PRESET): training, evaluating, exporting"
 	$(RUN) train $(C_OPTS)
 	$(RUN) evaluate $(C_OPTS)

@@ -35,3 +35,51 @@ def test_a_data_file_is_named_in_every_classification_step():
         assert "--data-file mine.tsv" in out
         assert "the mine.tsv classif" in out
         assert "sentiment classif" not in out
+
+
+def test_make_serve_exports_again_when_the_exported_versions_are_gone(tmp_path):
+    """`make serve` trains/exports a task only if it has no model: its marker file says a model
+    was exported, but a marker whose versions were all deleted no longer counts."""
+    import os
+    import time
+
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    time.sleep(0.01)
+    (tmp_path / ".venv" / ".installed").write_text("")
+    data = ["translate/tatoeba_spa_eng", "classify/sentiment"]
+    for corpus in data:
+        (tmp_path / "data" / "prepared" / corpus).mkdir(parents=True)
+        (tmp_path / "data" / "prepared" / corpus / "manifest.json").write_text("{}")
+    later = time.time() + 5
+    for task, marker in (("translate", ".ready-default"), ("classify", ".ready-default-sentiment")):
+        (tmp_path / "models" / task).mkdir(parents=True)
+        (tmp_path / "models" / task / marker).write_text("")
+        os.utime(tmp_path / "models" / task / marker, (later, later))
+
+    def planned() -> str:
+        out = subprocess.run(
+            ["make", "-n", "--no-print-directory", "-f", str(ROOT / "Makefile"), "serve"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    # markers, but no version of either task: both are trained (resumed) and exported again
+    plan = planned()
+    assert "--repository models/translate" in plan and "--repository models/classify" in plan
+    # a complete version of the translator: only the classifier is exported again
+    (tmp_path / "models" / "translate" / "3").mkdir()
+    (tmp_path / "models" / "translate" / "3" / "saved_model.pb").write_text("")
+    plan = planned()
+    assert "--repository models/translate" not in plan
+    assert "--repository models/classify" in plan
+    assert plan.rstrip().endswith("python -m serving --model-dir models")
+    # both have a version: nothing is trained, the server starts
+    (tmp_path / "models" / "classify" / "1").mkdir()
+    (tmp_path / "models" / "classify" / "1" / "saved_model.pb").write_text("")
+    plan = planned()
+    assert " train " not in plan and "--repository" not in plan
+    assert plan.rstrip().endswith("python -m serving --model-dir models")

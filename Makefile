@@ -116,6 +116,16 @@ $(C_DATA): | $(STAMP)
 	@echo "==> preparing the $(DATASET) corpus"
 	$(RUN) data $(C_OPTS)
 
+# One DATA_FILE cannot be both corpora: a model of your own file is trained and exported with
+# the task's targets, and then served by `make serve` (which picks up the newest version).
+ifneq ($(DATA_FILE)$(EXCLUDE),)
+ifneq ($(filter serve bench-serve,$(MAKECMDGOALS)),)
+$(error make serve and bench-serve train only the default corpora, so DATA_FILE/EXCLUDE do not \
+apply: run make train-classify, eval-classify and export-classify (or the -translate ones) with \
+DATA_FILE=, then make serve)
+endif
+endif
+
 # A marker without any exported version (they were deleted) is not a model: export again.
 T_GONE    := $(if $(wildcard $(MODEL_DIR)/translate/[0-9]*/saved_model.pb),,FORCE)
 C_GONE    := $(if $(wildcard $(MODEL_DIR)/classify/[0-9]*/saved_model.pb),,FORCE)

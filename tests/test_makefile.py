@@ -83,3 +83,17 @@ def test_make_serve_exports_again_when_the_exported_versions_are_gone(tmp_path):
     plan = planned()
     assert " train " not in plan and "--repository" not in plan
     assert plan.rstrip().endswith("python -m serving --model-dir models")
+
+
+@pytest.mark.parametrize("option", ["DATA_FILE=mine.tsv", "EXCLUDE=keep-out.txt"])
+def test_make_serve_refuses_a_data_file_it_would_apply_to_both_tasks(option):
+    for target in ("serve", "bench-serve"):
+        out = subprocess.run(
+            ["make", "-n", "--no-print-directory", target, option],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 2 and out.stdout == ""
+        assert "train only the default corpora, so DATA_FILE/EXCLUDE do not apply" in out.stderr
+    assert "--repository models/classify" in dry_run("export-classify", option)

@@ -368,6 +368,14 @@ def test_eval_file_may_carry_the_prepared_splits_header(tmp_path):
     path = tmp_path / "eval.tsv"
     path.write_text("label\ttext\npos\tA fine film.\nneg\tDull.\n")
     assert classification.read_eval_file(str(path)) == [("pos", "A fine film."), ("neg", "Dull.")]
+    for content, match in (
+        ("pos\tA fine film.\nneg\t  \n", "eval.tsv:2: an empty label or text"),
+        ("\tA fine film.\n", "eval.tsv:1: an empty label or text"),
+        ("pos A fine film.\n", "eval.tsv:1: expected 'label<TAB>text'"),
+    ):
+        path.write_text(content)
+        with pytest.raises(DataError, match=match):
+            classification.read_eval_file(str(path))
 
 
 def test_an_empty_test_split_is_refused_with_what_to_do(tmp_path, capsys):

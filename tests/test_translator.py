@@ -278,6 +278,8 @@ def test_evaluation_scores_a_reference_file_as_sacrebleu_does_and_refuses_bad_on
     for content, match in (
         ("Veo el gato.\tI see the cat.\nVeo el perro.\n", r"eval.tsv:2: expected 'source<TAB>"),
         ("\n  \n", "no sentences to evaluate"),
+        ("Veo el gato.\tI see the cat.\nVeo el perro.\t \t\n", "eval.tsv:2: an empty source or"),
+        ("\tI see the cat.\n", "eval.tsv:1: an empty source or no reference"),
     ):
         path.write_text(content)
         with pytest.raises(DataError, match=match):

@@ -252,6 +252,8 @@ def read_eval_file(path: str) -> list[tuple[str, str]]:
             raise DataError(f"{path}:{lineno}: expected 'label<TAB>text'")
         if not rows and [c.strip().lower() for c in cols] == ["label", "text"]:
             continue  # header
+        if not cols[0].strip() or not cols[1].strip():
+            raise DataError(f"{path}:{lineno}: an empty label or text")
         rows.append((cols[0].strip(), normalize(cols[1])))
     if not rows:
         raise DataError(f"{path}: no examples to evaluate (the file is empty)")

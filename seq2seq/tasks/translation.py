@@ -203,8 +203,11 @@ def read_eval_file(path: str) -> tuple[list[str], list[list[str]]]:
         cols = line.split("\t")
         if len(cols) < 2:
             raise DataError(f"{path}:{lineno}: expected 'source<TAB>reference[<TAB>…]'")
+        line_refs = [normalize(c) for c in cols[1:] if c.strip()]  # empty columns: none
+        if not cols[0].strip() or not line_refs:
+            raise DataError(f"{path}:{lineno}: an empty source or no reference")
         sources.append(normalize(cols[0]))
-        refs.append([normalize(c) for c in cols[1:]])
+        refs.append(line_refs)
     if not sources:
         raise DataError(f"{path}: no sentences to evaluate (the file is empty)")
     return sources, refs

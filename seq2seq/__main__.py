@@ -131,7 +131,9 @@ def main(argv=None) -> int:
             from seq2seq.tasks import translation
 
             texts = _read_texts(args.texts)
-            k = args.beam_size or cfg.eval.beam_size
+            k = cfg.eval.beam_size if args.beam_size is None else args.beam_size
+            if k < 1:
+                raise ValueError(f"--beam-size must be ≥ 1 (1 is greedy), got {k}")
             if not 1 <= args.n_best <= k:
                 raise ValueError(f"--n-best must be in [1, beam size {k}], got {args.n_best}")
             if args.model:

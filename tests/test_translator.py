@@ -214,6 +214,12 @@ def test_export_reloads_in_a_tensorflow_and_sentencepiece_only_process(trained, 
     assert capsys.readouterr().out.splitlines() == out["greedy"]
     assert main(["classify", "--model", str(path), "Hola."]) == 2
     assert "is a translate model, not a classify one" in capsys.readouterr().err
+    # a beam size below 1 is refused, not replaced by the default (0 used to become 5)
+    for bad in ("0", "-3"):
+        assert main(["translate", "--model", str(path), "--beam-size", bad, "Hola."]) == 2
+        assert (
+            capsys.readouterr().err == f"error: --beam-size must be ≥ 1 (1 is greedy), got {bad}\n"
+        )
     # a second export is a new version; the first is left untouched
     assert translation.run_export(cfg, tmp_path / "models" / "translate").name == "2"
 

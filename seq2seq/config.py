@@ -295,6 +295,47 @@ def validate(cfg: Config) -> None:
     ):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    for name, value in (
+        ("train.eval_every", t.eval_every),
+        ("train.checkpoint_every", t.checkpoint_every),
+        ("train.log_every", t.log_every),
+        ("eval.beam_size", cfg.eval.beam_size),
+        ("eval.max_length", cfg.eval.max_length),
+        ("data.source_vocab_size", d.source_vocab_size),
+        ("data.target_vocab_size", d.target_vocab_size),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    for name, value in (
+        ("train.warmup_steps", t.warmup_steps),
+        ("train.patience", t.patience),
+        ("data.max_words", d.max_words),
+    ):
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be an integer ≥ 0, got {value!r}")
+    if m.bptt_truncation is not None and (
+        not isinstance(m.bptt_truncation, int) or m.bptt_truncation < 1
+    ):
+        raise ConfigError(
+            f"model.bptt_truncation must be a positive integer or null, got {m.bptt_truncation!r}"
+        )
+    for name, value in (
+        ("model.dropout", m.dropout),
+        ("model.recurrent_dropout", m.recurrent_dropout),
+    ):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio!r}")
+    for name, value in (
+        ("model.target_replication", m.target_replication),
+        ("train.max_minutes", t.max_minutes),
+        ("eval.length_penalty", cfg.eval.length_penalty),
+    ):
+        if not value >= 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {value!r}")
+    if not t.clip_norm > 0:
+        raise ConfigError(f"train.clip_norm must be > 0, got {t.clip_norm!r}")
     if not 0 < t.learning_rate < 1:
         raise ConfigError(f"train.learning_rate must be in (0, 1), got {t.learning_rate!r}")
     if not 0 <= m.adversarial < 10:

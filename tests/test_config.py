@@ -33,6 +33,21 @@ def test_bad_config_files(tmp_path, content, match):
         ("model.units=2.5", "model.units must be a positive integer"),
         ("train.learning_rate=-1", r"learning_rate must be in \(0, 1\)"),
         ("nosuch.key=1", "unknown key 'nosuch'"),
+        ("model.dropout=1.0", r"model.dropout must be in \[0, 1\), got 1.0"),
+        ("model.recurrent_dropout=-0.1", r"model.recurrent_dropout must be in \[0, 1\)"),
+        ("model.bptt_truncation=0", "model.bptt_truncation must be a positive integer or null"),
+        ("train.eval_every=0", "train.eval_every must be a positive integer, got 0"),
+        ("train.checkpoint_every=-5", "train.checkpoint_every must be a positive integer"),
+        ("train.patience=-1", "train.patience must be an integer ≥ 0, got -1"),
+        ("train.warmup_steps=-1", "train.warmup_steps must be an integer ≥ 0"),
+        ("train.max_minutes=-2", "train.max_minutes must be ≥ 0, got -2"),
+        ("train.clip_norm=0", "train.clip_norm must be > 0"),
+        ("train.min_lr_ratio=1.5", r"train.min_lr_ratio must be in \[0, 1\]"),
+        ("eval.beam_size=0", "eval.beam_size must be a positive integer, got 0"),
+        ("eval.max_length=0", "eval.max_length must be a positive integer"),
+        ("eval.length_penalty=-0.6", "eval.length_penalty must be ≥ 0"),
+        ("data.source_vocab_size=0", "data.source_vocab_size must be a positive integer"),
+        ("data.max_words=-1", "data.max_words must be an integer ≥ 0"),
     ],
 )
 def test_bad_overrides(override, match):
@@ -58,3 +73,17 @@ def test_the_known_datasets_are_the_pinned_sources():
     from seq2seq.data.sources import SOURCES
 
     assert sorted(n for names in DATASETS.values() for n in names) == sorted(SOURCES)
+
+
+@pytest.mark.parametrize(
+    "task, datasets", [("translate", ["tatoeba_spa_eng"]), ("classify", ["sentiment", "sms_spam"])]
+)
+@pytest.mark.parametrize("preset", ["default", "tiny"])
+def test_every_preset_passes_the_checks(task, datasets, preset):
+    for dataset in datasets:
+        cfg = load_config(task, preset, overrides=[f"data.dataset={dataset}"])
+        assert cfg.preset == preset and cfg.data.dataset == dataset
+    # the edge values stay allowed: no dropout, no patience, no time cap, full BPTT
+    edges = ["model.dropout=0", "train.patience=0", "train.max_minutes=0", "train.warmup_steps=0"]
+    cfg = load_config(task, preset, overrides=[*edges, "model.bptt_truncation=null"])
+    assert cfg.model.bptt_truncation is None and cfg.train.patience == 0

@@ -292,10 +292,6 @@ def validate(cfg: Config) -> None:
         ("model.embedding_dim", m.embedding_dim),
         ("train.batch_size", t.batch_size),
         ("train.max_steps", t.max_steps),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    for name, value in (
         ("train.eval_every", t.eval_every),
         ("train.checkpoint_every", t.checkpoint_every),
         ("train.log_every", t.log_every),

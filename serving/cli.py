@@ -114,6 +114,8 @@ def main(argv=None) -> int:
                 token = f.read().strip()
         except OSError as err:
             p.error(f"cannot read --token-file {args.token_file}: {err.strerror}")
+    if not args.timeout > 0:
+        p.error(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     if args.tls_ca and not os.path.isfile(args.tls_ca):
         p.error(f"--tls-ca {args.tls_ca}: no such file")
 

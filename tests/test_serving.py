@@ -476,3 +476,20 @@ def test_cli_pins_the_version_that_answered_its_first_request(monkeypatch, capsy
     assert cli.main(["classify", "a", "b", "c", "d", "e"]) == 0
     assert calls == [(["a", "b"], None), (["c", "d"], 4), (["e"], 4)]
     assert capsys.readouterr().out.splitlines() == ["pos\tpos=0.900 neg=0.100"] * 5
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
+def test_the_cli_refuses_a_deadline_that_is_not_positive(timeout, capsys):
+    from serving import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--timeout", timeout, "info"])
+    assert exit_.value.code == 2
+    assert (
+        f"--timeout must be a number of seconds > 0, got {float(timeout)}"
+        in capsys.readouterr().err
+    )
+    from serving.client import Client
+
+    with pytest.raises(ValueError, match="timeout must be None or a number of seconds > 0"):
+        Client("localhost:1", timeout=float(timeout))

@@ -114,19 +114,21 @@ def main(argv=None) -> int:
                 token = f.read().strip()
         except OSError as err:
             p.error(f"cannot read --token-file {args.token_file}: {err.strerror}")
-    if not args.timeout > 0:
-        p.error(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     if args.tls_ca and not os.path.isfile(args.tls_ca):
         p.error(f"--tls-ca {args.tls_ca}: no such file")
-
     try:
-        with Client(
+        client = Client(
             args.target,
             timeout=args.timeout,
             token=token,
             tls_ca=args.tls_ca,
             tls_server_name=args.tls_server_name,
-        ) as client:
+        )
+    except ValueError as err:  # the client library checks its settings
+        p.error(f"--{err}")
+
+    try:
+        with client:
             if args.command == "info":
                 print(json.dumps(client.metadata(), indent=2, ensure_ascii=False))
                 return 0

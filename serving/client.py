@@ -88,7 +88,7 @@ class Client:
         backoff: float = 0.2,
     ):
         if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be None or a number of seconds > 0, got {timeout}")
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout}")
         if not (isinstance(retries, int) and retries >= 0):
             raise ValueError(f"retries must be an integer ≥ 0, got {retries!r}")
         if tls_ca:

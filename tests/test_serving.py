@@ -491,5 +491,5 @@ def test_the_cli_refuses_a_deadline_that_is_not_positive(timeout, capsys):
     )
     from serving.client import Client
 
-    with pytest.raises(ValueError, match="timeout must be None or a number of seconds > 0"):
+    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0, got"):
         Client("localhost:1", timeout=float(timeout))

@@ -85,6 +85,25 @@ def test_beam_returns_sorted_distinct_n_best(trained):
     assert hyps[0][0] == "I see the cat."
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"beam_size": 0}, "beam_size must be an integer ≥ 1, got 0"),
+        ({"beam_size": 2.5}, "beam_size must be an integer ≥ 1, got 2.5"),
+        ({"beam_size": 2, "n_best": 3}, "n_best (3) must not exceed beam_size (2)"),
+        ({"max_length": 0}, "max_length must be an integer ≥ 1, got 0"),
+        ({"batch_size": -1}, "batch_size must be an integer ≥ 1, got -1"),
+        ({"beam_size": 2, "length_penalty": -0.5}, "length_penalty must be ≥ 0, got -0.5"),
+    ],
+)
+def test_translate_refuses_settings_it_cannot_honour(trained, options, message):
+    # beam_size 0 used to decode greedily and n_best > beam_size to return fewer hypotheses
+    _, _, decoder = trained
+    with pytest.raises(ValueError) as err:
+        decoder.translate(["Veo el gato."], **options)
+    assert str(err.value) == message
+
+
 def test_decoded_ids_end_with_eos_then_padding(trained):
     _, _, decoder = trained
     src = translation.pad([decoder.src_tok.encode(es) for _, es in PAIRS])

@@ -108,7 +108,23 @@ class Decoder:
         n_best: int = 1,
         progress: bool = False,
     ) -> list[list[tuple[str, float]]]:
-        """For each text, the n best (translation, score) pairs, best first."""
+        """For each text, the n best (translation, score) pairs, best first.
+
+        `beam_size` 1 decodes greedily; `n_best` may not exceed it. Out-of-range settings raise
+        ValueError rather than being quietly replaced.
+        """
+        for name, value in (
+            ("beam_size", beam_size),
+            ("n_best", n_best),
+            ("max_length", max_length),
+            ("batch_size", batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
+        if n_best > beam_size:
+            raise ValueError(f"n_best ({n_best}) must not exceed beam_size ({beam_size})")
+        if not length_penalty >= 0:
+            raise ValueError(f"length_penalty must be ≥ 0, got {length_penalty!r}")
         out: list[list[tuple[str, float]]] = []
         order = np.argsort([len(t) for t in texts])  # similar lengths batch together
         results: dict[int, list[tuple[str, float]]] = {}
@@ -117,7 +133,7 @@ class Decoder:
             src = pad(
                 [self.src_tok.encode(normalize(texts[i]))[:MAX_SOURCE_TOKENS] or [1] for i in chunk]
             )
-            if beam_size <= 1:
+            if beam_size == 1:
                 ids, _, scores = self._greedy(src, max_length)
                 ids, scores = ids.numpy()[:, None], scores.numpy()[:, None]
             else:

@@ -1,7 +1,10 @@
 """Data preparation, the pinned sources' parsers, tokenizers and batching."""
 
+import importlib
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,9 @@ from seq2seq.config import ConfigError, load_config
 from seq2seq.data import Batches, DataError, Tokenizer, prepare, read_split, translation_batch
 from seq2seq.data.prepare import _parse_sms, normalize
 from seq2seq.data.tokenizer import EOS, PAD, SOS
+
+# the module, which `seq2seq.data.prepare` (the function) shadows as an attribute
+prepare_module = importlib.import_module("seq2seq.data.prepare")
 
 PAIRS = [
     ("I see the cat.", "Veo el gato."),
@@ -112,7 +118,53 @@ def test_bad_data_files_fail_clearly_and_keep_previous_output(tmp_path, content,
         prepare(bad)
     after = {p.name: p.read_bytes() for p in good.data_dir.iterdir()}
     assert after == before  # nothing half-written, nothing lost
-    assert not list(good.data_dir.parent.glob("*.tmp"))
+    assert [p.name for p in good.data_dir.parent.iterdir()] == [good.data_dir.name]
+
+
+def _on_disk(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_run_beside_another_keeps_its_own_staging_folder(tmp_path, monkeypatch):
+    # Two `make data` at once used to share `<name>.tmp/`: the second deleted the first's
+    # half-written folder and the first then failed.
+    cfg = cfg_for(tmp_path, data_file=write_pairs(tmp_path / "p.tsv", PAIRS))
+    prepare(cfg)
+    want = _on_disk(cfg.data_dir)
+    shutil.rmtree(cfg.data_dir)
+    real = prepare_module.sha256_of
+    inner = []
+
+    def hash_and_meanwhile_run_another(path):
+        if not inner and path.parent != tmp_path:
+            # the outer run has written its first split: the inner one now runs whole
+            inner.append(None)
+            inner[0] = prepare(cfg)
+        return real(path)
+
+    monkeypatch.setattr(prepare_module, "sha256_of", hash_and_meanwhile_run_another)
+    outer = prepare(cfg)
+    assert inner and outer == inner[0]
+    assert _on_disk(cfg.data_dir) == want
+    assert [p.name for p in cfg.data_dir.parent.iterdir()] == [cfg.data_dir.name]
+
+
+def test_splits_that_cannot_be_moved_in_leave_the_old_ones(tmp_path, monkeypatch):
+    cfg = cfg_for(tmp_path, data_file=write_pairs(tmp_path / "p.tsv", PAIRS))
+    prepare(cfg)
+    before = _on_disk(cfg.data_dir)
+    real = Path.replace
+
+    def refuse_staged(self, target):  # the new splits' folder may not move in; the old may
+        if Path(target) == cfg.data_dir and ".old" not in self.name:
+            raise PermissionError(13, "Permission denied", str(target))
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", refuse_staged)
+    with pytest.raises(PermissionError):
+        prepare(cfg)
+    assert _on_disk(cfg.data_dir) == before
+    assert [p.name for p in cfg.data_dir.parent.iterdir()] == [cfg.data_dir.name]
 
 
 def test_everything_filtered_out_is_an_error(tmp_path):

@@ -16,6 +16,7 @@ import io
 import json
 import re
 import shutil
+import tempfile
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -259,10 +260,17 @@ def _write(cfg: Config, splits: dict, counts: Counter, origin: dict, header: tup
             "EXCLUDE and data.max_words"
         )
     out = cfg.data_dir
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A staging folder of its own (a `make data` running beside this one keeps its own), renamed
+    # into place when complete: readers see the old splits or the new ones, never a mixture.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        return _publish(tmp, out, cfg, splits, counts, origin, header)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp, out, cfg, splits, counts, origin, header) -> dict:
     files = {}
     for split in SPLITS:
         path = tmp / f"{split}.tsv"
@@ -284,15 +292,39 @@ def _write(cfg: Config, splits: dict, counts: Counter, origin: dict, header: tup
         },
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    old = out.with_name(out.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.replace(old)
-    tmp.replace(out)
-    if old.exists():
-        shutil.rmtree(old)
+    for _ in range(10):
+        # rename(2) cannot replace a folder that has files: move the old splits aside under a
+        # name of their own first, and put them back if the new ones cannot go in.
+        old = _move_aside(out)
+        try:
+            tmp.replace(out)
+        except OSError:
+            if out.exists():  # another run published in between: the last to finish wins
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+                continue
+            if old is not None:
+                old.replace(out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        break
+    else:
+        raise DataError(f"could not move the new splits into {out}: other runs keep replacing it")
     return manifest
+
+
+def _move_aside(folder: Path) -> Path | None:
+    """Renames `folder` to a fresh hidden name beside it; None if there is no such folder."""
+    if not folder.exists():
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+    try:
+        folder.replace(aside)  # onto the empty folder mkdtemp made
+    except FileNotFoundError:  # another run moved it first
+        aside.rmdir()
+        return None
+    return aside
 
 
 def prepare(cfg: Config) -> dict:

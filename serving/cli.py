@@ -18,11 +18,25 @@ from serving.client import Client, ServingError
 
 
 def _texts(args) -> list[str]:
+    """The texts to send; ValueError names a text that is not UTF-8 (gRPC strings must be)."""
     if args.texts:
+        for i, text in enumerate(args.texts, 1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"argument text {i} is not valid UTF-8") from None
         return args.texts
     if sys.stdin.isatty():
         print("reading texts from standard input, one per line (Ctrl-D to end)", file=sys.stderr)
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise ValueError(f"standard input line {number} is not valid UTF-8") from None
+        if line.strip():
+            texts.append(line)
+    return texts
 
 
 def _chunks(client: Client, texts: list[str]):
@@ -112,8 +126,10 @@ def main(argv=None) -> int:
         try:
             with open(args.token_file) as f:
                 token = f.read().strip()
-        except OSError as err:
-            p.error(f"cannot read --token-file {args.token_file}: {err.strerror}")
+        except (OSError, UnicodeDecodeError) as err:
+            p.error(f"cannot read --token-file {args.token_file}: {getattr(err, 'strerror', err)}")
+        if not token:  # sending no token would come back as a puzzling UNAUTHENTICATED
+            p.error(f"--token-file {args.token_file} is empty")
     if args.tls_ca and not os.path.isfile(args.tls_ca):
         p.error(f"--tls-ca {args.tls_ca}: no such file")
     try:
@@ -132,7 +148,11 @@ def main(argv=None) -> int:
             if args.command == "info":
                 print(json.dumps(client.metadata(), indent=2, ensure_ascii=False))
                 return 0
-            texts = _texts(args)
+            try:
+                texts = _texts(args)
+            except ValueError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
             if not texts:
                 print("error: no texts given", file=sys.stderr)
                 return 2

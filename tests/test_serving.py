@@ -323,6 +323,36 @@ def test_cli_reads_arguments_and_stdin(server):
     assert "is a server running at 127.0.0.1:1?" in out.stderr
 
 
+def test_cli_refuses_input_that_is_not_utf8_before_sending_anything():
+    # it used to read the bytes as lone surrogates and fail inside protobuf with a traceback
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "--target", "127.0.0.1:1", "classify"],
+        input=b"a good film\r\n\xff\xfe bad bytes\n",
+        capture_output=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.decode() == "error: standard input line 2 is not valid UTF-8\n"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"\n  \n", "is empty"), (b"\xff\xfe", "cannot read --token-file"), (None, "No such file")],
+)
+def test_cli_refuses_a_token_file_it_cannot_use(tmp_path, capsys, content, message):
+    from serving import cli
+
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--target", "127.0.0.1:1", "--token-file", str(path), "info"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--token-file {path}" in err and message in err, err
+
+
 def test_cli_sends_any_number_of_texts_in_requests_of_max_texts(server):
     def cli(*args, stdin):
         return run_cli(server, *args, stdin=stdin)

@@ -70,7 +70,13 @@ def _read_texts(texts: list[str]) -> list[str]:
     for i, text in enumerate(texts):
         if not text.strip():
             raise ValueError(f"text {i + 1} is empty or only whitespace")
-    texts = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        for number, raw in enumerate(sys.stdin.buffer, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise ValueError(f"standard input line {number} is not valid UTF-8") from None
+            texts += [line] if line.strip() else []
     if not texts:
         raise ValueError("no texts given: pass them as arguments, or one per line on stdin")
     return texts

@@ -152,9 +152,18 @@ def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsy
     # a blank text is refused, as the server refuses it, not classified
     assert main(["classify", "--model", str(tmp_path / "models" / "1"), "red", " "]) == 2
     assert capsys.readouterr().err == "error: text 2 is empty or only whitespace\n"
-    monkeypatch.setattr("sys.stdin", io.StringIO("\n   \n"))
+    def stdin(data: bytes):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+    stdin(b"\n   \n")
     assert main(["classify", "--model", str(tmp_path / "models" / "1")]) == 2
     assert capsys.readouterr().err.startswith("error: no texts given")
+    stdin(b"red cat tree\r\n\r\nblue stone\n")
+    assert main(["classify", "--model", str(tmp_path / "models" / "1")]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == ["yes", "no"]
+    stdin(b"red cat tree\n\xff\xfe stone\n")  # not UTF-8: refused, not classified
+    assert main(["classify", "--model", str(tmp_path / "models" / "1")]) == 2
+    assert capsys.readouterr().err == "error: standard input line 2 is not valid UTF-8\n"
 
 
 def test_exports_beside_each_other_never_touch_one_another(trained, tmp_path, monkeypatch):

@@ -152,6 +152,7 @@ def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsy
     # a blank text is refused, as the server refuses it, not classified
     assert main(["classify", "--model", str(tmp_path / "models" / "1"), "red", " "]) == 2
     assert capsys.readouterr().err == "error: text 2 is empty or only whitespace\n"
+
     def stdin(data: bytes):
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
 

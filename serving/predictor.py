@@ -302,48 +302,55 @@ class Predictor:
     # --- versions ------------------------------------------------------------------------------
 
     def refresh(self, task: str, wait_until_stable: bool = True) -> int | None:
-        """Swaps in the newest complete version of `task` if it is not the one served.
+        """Swaps in the newest version of `task` that loads, if it is not the one served.
 
         Returns the version now served (None: none). A version that fails to load is logged and
-        skipped until its files change; the served version stays.
+        skipped until its files change, and the next older one is tried in its place (so a
+        broken newest version at start does not leave the task unserved); the served version
+        stays if nothing newer loads.
         """
-        found = versions(self.model_dir / task)
         with self._lock:
             current = self._served.get(task)
         current_version = current.model.version if current else None
-        if not found or found[-1] == current_version:
+        for candidate in reversed(versions(self.model_dir / task)):
+            if candidate == current_version:
+                break
+            path = self.model_dir / task / str(candidate)
+            try:
+                signature = _signature(path)
+            except OSError:  # removed while we looked
+                continue
+            if self._failed.get((task, candidate)) == signature:
+                continue
+            if wait_until_stable and self._pending.get(task) != (candidate, signature):
+                self._pending[task] = (
+                    candidate,
+                    signature,
+                )  # load it at the next poll if unchanged
+                return current_version
             self._pending.pop(task, None)
-            return current_version
-        newest = found[-1]
-        path = self.model_dir / task / str(newest)
-        try:
-            signature = _signature(path)
-        except OSError:  # removed while we looked
-            return current_version
-        if self._failed.get((task, newest)) == signature:
-            return current_version
-        if wait_until_stable and self._pending.get(task) != (newest, signature):
-            self._pending[task] = (newest, signature)  # load it at the next poll if unchanged
-            return current_version
+            try:
+                model = LoadedModel(path)
+                if model.task != task:
+                    raise ValueError(f"its metadata says task {model.task!r}, not {task!r}")
+                model.warm_up()
+            except Exception as err:
+                self._failed[(task, candidate)] = signature
+                log.error(
+                    "%s version %d in %s cannot be loaded, skipped: %s", task, candidate, path, err
+                )
+                self.metrics.reload(task, ok=False)
+                continue
+            with self._lock:
+                self._served[task] = _Served(model)
+            if current is not None:
+                self._retire(current)
+            log.info("%s: now serving version %d (was %s)", task, candidate, current_version)
+            self.metrics.model_loaded(task, candidate)
+            self.metrics.reload(task, ok=True)
+            return candidate
         self._pending.pop(task, None)
-        try:
-            model = LoadedModel(path)
-            if model.task != task:
-                raise ValueError(f"its metadata says task {model.task!r}, not {task!r}")
-            model.warm_up()
-        except Exception as err:
-            self._failed[(task, newest)] = signature
-            log.error("%s version %d in %s cannot be loaded, skipped: %s", task, newest, path, err)
-            self.metrics.reload(task, ok=False)
-            return current_version
-        with self._lock:
-            self._served[task] = _Served(model)
-        if current is not None:
-            self._retire(current)
-        log.info("%s: now serving version %d (was %s)", task, newest, current_version)
-        self.metrics.model_loaded(task, newest)
-        self.metrics.reload(task, ok=True)
-        return newest
+        return current_version
 
     def _watch(self, poll_seconds: float) -> None:
         while not self._stop.wait(poll_seconds):

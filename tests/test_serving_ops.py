@@ -278,6 +278,32 @@ def repo(models, tmp_path):
     return root
 
 
+def test_a_version_that_does_not_load_gives_way_to_the_next_older_one(repo):
+    from serving.predictor import Predictor
+
+    def broken(version):
+        folder = repo / "translate" / str(version)
+        (folder / "assets.extra").mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(b"not a protobuf")
+        shutil.copy(repo / "translate/1/assets.extra/metadata.json", folder / "assets.extra")
+
+    broken(2)
+    predictor = Predictor(repo)  # at start: the newest is broken, so version 1 is served
+    try:
+        assert predictor.models["translate"].version == 1
+        results, version = predictor.translate(["Veo el gato."])
+        assert (results[0][0][0], version) == ("I see the cat.", 1)
+        add_version(repo / "translate", repo / "translate" / "1", 3)
+        assert predictor.refresh("translate", wait_until_stable=False) == 3
+        broken(4)
+        assert predictor.refresh("translate", wait_until_stable=False) == 3  # 4 is skipped
+        shutil.rmtree(repo / "translate" / "3")  # the served one removed: back past 2 to 1
+        assert predictor.refresh("translate", wait_until_stable=False) == 1
+        assert predictor.models["translate"].version == 1
+    finally:
+        predictor.close()
+
+
 def test_new_versions_are_picked_up_half_written_ones_never_and_removal_rolls_back(repo):
     srv = Server(repo, "--poll-seconds", "0.2")
     try:

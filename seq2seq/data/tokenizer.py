@@ -9,6 +9,8 @@ from unicodedata import normalize
 
 import sentencepiece as spm
 
+from seq2seq.files import write_atomic
+
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
 
 
@@ -77,7 +79,7 @@ class Tokenizer:
             ) from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(self.model_proto)
+        write_atomic(path, self.model_proto)
 
     @property
     def vocab_size(self) -> int:

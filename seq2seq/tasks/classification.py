@@ -16,6 +16,7 @@ from seq2seq.data.embeddings import embedding_matrix
 from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
 from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
+from seq2seq.files import write_atomic
 from seq2seq.models import Classifier
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
@@ -36,7 +37,7 @@ def tokenizer_and_labels(cfg: Config, train_if_missing: bool = True) -> tuple[To
     tok = Tokenizer.train([r[1] for r in rows], cfg.data.source_vocab_size)
     run.mkdir(parents=True, exist_ok=True)
     tok.save(tok_path)
-    labels_path.write_text(json.dumps(labels))
+    write_atomic(labels_path, json.dumps(labels))
     return tok, labels
 
 
@@ -155,7 +156,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     strategy = make_strategy()
     tok, labels = tokenizer_and_labels(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    write_atomic(cfg.run_dir / "config.json", cfg.to_json() + "\n")
     train_ex = encode(read_split(cfg, "train"), tok, labels)
     valid_ex = encode(valid_rows, tok, labels) if valid_rows else train_ex[:256]
     model = init_model(cfg, tok, labels, strategy)
@@ -319,7 +320,7 @@ def run_evaluation(cfg: Config) -> dict:
         labels,
         rnn["confusion_matrix"]["rows_true_cols_predicted"],
     )
-    (cfg.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    write_atomic(cfg.run_dir / "eval.json", json.dumps(results, indent=2))
     return results
 
 

@@ -17,6 +17,7 @@ from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
 from seq2seq.decoding import beam_search, greedy_decode
 from seq2seq.evaluation import translation_scores
 from seq2seq.export import write_version
+from seq2seq.files import write_atomic
 from seq2seq.models import Translator
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
@@ -155,7 +156,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     strategy = make_strategy()
     src_tok, tgt_tok = tokenizers(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    write_atomic(cfg.run_dir / "config.json", cfg.to_json() + "\n")
     train_ex = encode_pairs(read_split(cfg, "train"), src_tok, tgt_tok)
     valid_rows = read_split(cfg, "valid")
     valid_ex = encode_pairs(valid_rows, src_tok, tgt_tok) if valid_rows else train_ex[:256]
@@ -260,7 +261,7 @@ def run_evaluation(cfg: Config, decoders=("greedy", "beam")) -> dict:
         {"source": s, "reference": r[0], "hypothesis": h[0][0]}
         for s, r, h in list(zip(sources, refs, hyps, strict=True))[:10]
     ]
-    (cfg.run_dir / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    write_atomic(cfg.run_dir / "eval.json", json.dumps(results, indent=2, ensure_ascii=False))
     return results
 
 

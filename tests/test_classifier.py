@@ -82,10 +82,20 @@ def test_tiny_model_learns_a_toy_rule_to_full_training_accuracy(trained):
     assert predictor.labels == ["maybe", "no", "yes"]
 
 
-def test_evaluation_reports_metrics_and_baseline(trained):
+def test_evaluation_reports_metrics_and_baseline(trained, capsys):
     cfg, _, _ = trained
+    capsys.readouterr()
     results = classification.run_evaluation(cfg)
     rnn = results["rnn"]
+    printed = capsys.readouterr().out.splitlines()
+    labels = rnn["confusion_matrix"]["labels"]
+    at = printed.index("SimpleRNN (ours) per class:")
+    for i, name in enumerate(labels):  # per-class precision/recall/F1/support, as in the JSON
+        r = rnn["per_class"][name]
+        want = [name, *(f"{r[k]:.4f}" for k in ("precision", "recall", "f1")), str(r["support"])]
+        assert printed[at + 2 + i].split() == want
+        row = rnn["confusion_matrix"]["rows_true_cols_predicted"][i]
+        assert printed[at + 4 + len(labels) + i].split() == [name, *map(str, row)]
     assert set(rnn) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
     matrix = np.array(rnn["confusion_matrix"]["rows_true_cols_predicted"])
     assert matrix.sum() == len(read_split(cfg, "test"))

@@ -315,13 +315,31 @@ def run_evaluation(cfg: Config) -> dict:
     ):
         if r:
             print(f"{name:<22} {100 * r['accuracy']:8.2f}% {r['macro_f1']:9.4f}")
-    print(
-        "confusion (rows true, columns predicted):",
-        labels,
-        rnn["confusion_matrix"]["rows_true_cols_predicted"],
-    )
+    print(_per_class_table(rnn, labels))
     write_atomic(cfg.run_dir / "eval.json", json.dumps(results, indent=2))
     return results
+
+
+def _per_class_table(scores: dict, labels: list[str]) -> str:
+    """The RNN's per-class precision/recall/F1/support and its confusion matrix, as text."""
+    w = max(5, *(len(name) for name in labels))  # the label column
+    c = max(6, *(len(name) for name in labels))  # a confusion-matrix column
+    lines = [
+        "SimpleRNN (ours) per class:",
+        f"  {'label':<{w}} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>9}",
+    ]
+    for name in labels:
+        r = scores["per_class"][name]
+        lines.append(
+            f"  {name:<{w}} {r['precision']:9.4f} {r['recall']:9.4f} {r['f1']:9.4f} "
+            f"{r['support']:9d}"
+        )
+    lines.append("confusion matrix (rows: true label, columns: predicted label):")
+    lines.append(f"  {'':<{w}}" + "".join(f" {name:>{c}}" for name in labels))
+    matrix = scores["confusion_matrix"]["rows_true_cols_predicted"]
+    for name, row in zip(labels, matrix, strict=True):
+        lines.append(f"  {name:<{w}}" + "".join(f" {n:>{c}d}" for n in row))
+    return "\n".join(lines)
 
 
 def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:

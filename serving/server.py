@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -155,9 +156,14 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
         metrics=metrics,
     )
     if not predictor.models:
+        where = Path(cfg.models.model_dir)
         log.warning(
-            "no models under %s yet: rpcs answer UNAVAILABLE until a version appears",
-            cfg.models.model_dir,
+            "no models under %s%s: rpcs answer UNAVAILABLE %s",
+            where,
+            "" if where.is_dir() else " (no such folder)",
+            "until a version appears there"
+            if cfg.models.poll_seconds > 0
+            else "(poll_seconds 0: the folder is not looked at again; restart after exporting)",
         )
     server, bound, health_servicer = build_server(predictor, cfg, token=token, metrics=metrics)
     metrics_port = None

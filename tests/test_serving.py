@@ -262,6 +262,20 @@ def test_missing_model_answers_unavailable(models, tmp_path):
         srv.stop()
 
 
+def test_a_server_without_models_says_where_it_looked_and_whether_it_will_look_again(tmp_path):
+    nowhere = tmp_path / "modles"  # a typo'd --model-dir
+    srv = Server(nowhere, "--poll-seconds", "0")
+    try:
+        assert f"no models under {nowhere} (no such folder)" in srv.log()
+        assert "poll_seconds 0: the folder is not looked at again" in srv.log()
+        with Client(srv.target, timeout=30, retries=0) as c:
+            with pytest.raises(ServingError) as err:
+                c.classify(["a good film"])
+            assert err.value.code == Code.UNAVAILABLE
+    finally:
+        srv.stop()
+
+
 CLIENT_WITHOUT_TF = textwrap.dedent(
     """
     import sys

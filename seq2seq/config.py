@@ -309,6 +309,8 @@ def validate(cfg: Config) -> None:
     ):
         if not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} must be an integer ≥ 0, got {value!r}")
+    if not isinstance(t.seed, int) or not 0 <= t.seed < 2**32:  # numpy's and Keras's range
+        raise ConfigError(f"train.seed must be an integer in [0, 2**32), got {t.seed!r}")
     if m.bptt_truncation is not None and (
         not isinstance(m.bptt_truncation, int) or m.bptt_truncation < 1
     ):

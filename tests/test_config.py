@@ -48,6 +48,8 @@ def test_bad_config_files(tmp_path, content, match):
         ("eval.length_penalty=-0.6", "eval.length_penalty must be ≥ 0"),
         ("data.source_vocab_size=0", "data.source_vocab_size must be a positive integer"),
         ("data.max_words=-1", "data.max_words must be an integer ≥ 0"),
+        ("train.seed=-1", r"train.seed must be an integer in \[0, 2\*\*32\), got -1"),
+        ("train.seed=4294967296", r"train.seed must be an integer in \[0, 2\*\*32\)"),
     ],
 )
 def test_bad_overrides(override, match):

@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from seq2seq.data import DataError
+    from seq2seq.files import RunInUse
     from seq2seq.training import TrainingDiverged
 
     try:
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
                 results = classification.load_trained(cfg).classify(texts)
             for label, probs in results:
                 print(f"{label}\t" + " ".join(f"{k}={v:.3f}" for k, v in probs.items()))
-    except (ConfigError, DataError, OSError, TrainingDiverged, ValueError) as err:
+    except (ConfigError, DataError, OSError, RunInUse, TrainingDiverged, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,9 +1,13 @@
-"""Writing a run's small files (tokenizer, labels, config, summary, scores) so that a crash or a
-full disk mid-write leaves the previous file whole: write a hidden sibling, then rename it over
-the old one (rename(2) is atomic within a folder)."""
+"""A run folder's safety: its small files (tokenizer, labels, config, summary, scores) are
+replaced in one step, so that a crash or a full disk mid-write leaves the previous file whole
+(write a hidden sibling, then rename it over the old one: rename(2) is atomic within a folder);
+and one training at a time writes into it (an advisory lock the kernel drops with the process,
+so a crashed training leaves no stale lock)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -20,3 +24,39 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class RunInUse(RuntimeError):
+    """Another process is training in this run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path):
+    """Holds `run_dir/.lock` while the block runs; if another process holds it, RunInUse names
+    that process at once. (On a file system without locks the block runs unlocked.)"""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunInUse(
+                f"{run_dir} is being trained by {holder}: wait for it to finish, stop it, or "
+                "train under another train.run_name"
+            ) from None
+        except OSError:  # no locking here (some network file systems): nothing to hold
+            yield
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -18,7 +18,14 @@ from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
 from seq2seq.files import write_atomic
 from seq2seq.models import Classifier
-from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
+from seq2seq.training import (
+    Evaluation,
+    make_strategy,
+    mean_loss,
+    one_training_per_run,
+    restore_weights,
+    train,
+)
 
 MAX_TOKENS = 256  # longer texts are cut (also the exported model's documented limit)
 
@@ -135,6 +142,7 @@ def init_model(cfg: Config, tok: Tokenizer, labels: list[str], strategy) -> Clas
     return model
 
 
+@one_training_per_run
 def run_training(cfg: Config, progress: bool = True) -> dict:
     """Trains on the train split, validating (early stopping, best weights) on the valid split.
 

@@ -19,7 +19,14 @@ from seq2seq.evaluation import translation_scores
 from seq2seq.export import write_version
 from seq2seq.files import write_atomic
 from seq2seq.models import Translator
-from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
+from seq2seq.training import (
+    Evaluation,
+    make_strategy,
+    mean_loss,
+    one_training_per_run,
+    restore_weights,
+    train,
+)
 
 MAX_SOURCE_TOKENS = 200  # longer inputs are cut (documented limit of the exported model too)
 
@@ -149,6 +156,7 @@ class Decoder:
         return out
 
 
+@one_training_per_run
 def run_training(cfg: Config, progress: bool = True) -> dict:
     from seq2seq.training import worker_info
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -60,3 +62,21 @@ def run_lock(run_dir: str | Path):
             f.truncate()
             f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def one_training_per_run(run_training: Callable) -> Callable:
+    """For a task's `run_training(cfg, …)`: the run folder is locked while it trains, so a
+    second training of the same run (another shell, a second `make train-…`) is refused at once
+    instead of interleaving its checkpoints with the first's. Only the chief locks: under
+    MultiWorkerMirroredStrategy the other workers share the folder by design."""
+
+    @functools.wraps(run_training)
+    def locked(cfg, *args, **kwargs):
+        from seq2seq.training import worker_info  # (imports TensorFlow)
+
+        if worker_info()[0] != 0:
+            return run_training(cfg, *args, **kwargs)
+        with run_lock(cfg.run_dir):
+            return run_training(cfg, *args, **kwargs)
+
+    return locked

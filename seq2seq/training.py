@@ -14,7 +14,6 @@ MultiWorkerMirroredStrategy (keras-team/keras#20585).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from tqdm import tqdm
 from seq2seq.config import TrainConfig
 from seq2seq.data.pipeline import Batches
 from seq2seq.diagnostics import GradientNorms
-from seq2seq.files import run_lock, write_atomic
+from seq2seq.files import write_atomic
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,22 +50,6 @@ def worker_info() -> tuple[int, int]:
     config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     workers = len(config.get("cluster", {}).get("worker", [])) or 1
     return int(config.get("task", {}).get("index", 0)), workers
-
-
-def one_training_per_run(run_training: Callable) -> Callable:
-    """For a task's `run_training(cfg, …)`: the run folder is locked while it trains, so a
-    second training of the same run (another shell, a second `make train-…`) is refused at once
-    instead of interleaving its checkpoints with the first's. Only the chief locks: under
-    MultiWorkerMirroredStrategy the other workers share the folder by design."""
-
-    @functools.wraps(run_training)
-    def locked(cfg, *args, **kwargs):
-        if worker_info()[0] != 0:
-            return run_training(cfg, *args, **kwargs)
-        with run_lock(cfg.run_dir):
-            return run_training(cfg, *args, **kwargs)
-
-    return locked
 
 
 @dataclass

@@ -16,16 +16,9 @@ from seq2seq.data.embeddings import embedding_matrix
 from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
 from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
-from seq2seq.files import write_atomic
+from seq2seq.files import one_training_per_run, write_atomic
 from seq2seq.models import Classifier
-from seq2seq.training import (
-    Evaluation,
-    make_strategy,
-    mean_loss,
-    one_training_per_run,
-    restore_weights,
-    train,
-)
+from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
 MAX_TOKENS = 256  # longer texts are cut (also the exported model's documented limit)
 

@@ -17,16 +17,9 @@ from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
 from seq2seq.decoding import beam_search, greedy_decode
 from seq2seq.evaluation import translation_scores
 from seq2seq.export import write_version
-from seq2seq.files import write_atomic
+from seq2seq.files import one_training_per_run, write_atomic
 from seq2seq.models import Translator
-from seq2seq.training import (
-    Evaluation,
-    make_strategy,
-    mean_loss,
-    one_training_per_run,
-    restore_weights,
-    train,
-)
+from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
 MAX_SOURCE_TOKENS = 200  # longer inputs are cut (documented limit of the exported model too)
 

@@ -55,7 +55,10 @@ def _free_port() -> int:
 
 def _texts(task: str, texts_file: str | None, limit: int) -> list[str]:
     if texts_file:
-        lines = Path(texts_file).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(texts_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise SystemExit(f"error: cannot read --texts-file {texts_file}: {err}") from None
         texts = [line.strip() for line in lines if line.strip()]
     else:
         path, column = TEST_SPLITS[task]
@@ -240,23 +243,37 @@ def main(argv=None) -> int:
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tasks = [t for t in args.tasks.split(",") if t]
-    clients = [int(c) for c in args.clients.split(",") if c]
+    if not tasks or not set(tasks) <= {"translate", "classify"} or len(set(tasks)) < len(tasks):
+        p.error(f"--tasks must list translate and/or classify once each, got {args.tasks!r}")
+    try:
+        clients = [int(c) for c in args.clients.split(",") if c]
+    except ValueError:
+        clients = []
+    if not clients or min(clients) < 1:
+        p.error(f"--clients must list client counts ≥ 1, e.g. 1,8,32; got {args.clients!r}")
+    if not args.seconds > 0:
+        p.error(f"--seconds must be > 0, got {args.seconds}")
+    for flag, value, least in (
+        ("--max-batch-size", args.max_batch_size, 1),
+        ("--max-wait-us", args.max_wait_us, 0),
+        ("--texts", args.texts, 1),
+        ("--texts-per-request", args.texts_per_request, 1),
+        ("--tf-threads", args.tf_threads, 0),
+    ):
+        if value < least:
+            p.error(f"{flag} must be ≥ {least}, got {value}")
+    if args.texts_file and not os.path.isfile(args.texts_file):
+        p.error(f"--texts-file {args.texts_file}: no such file")
     model_dir = Path(args.model_dir)
 
     import tensorflow as tf
 
     from serving.predictor import set_tf_threads, versions
 
-    if not clients or min(clients) < 1:
-        p.error("--clients must list client counts ≥ 1, e.g. 1,8,32")
-    if args.texts_per_request < 1:
-        p.error("--texts-per-request must be ≥ 1")
     try:
         batching = BatchingOptions(threads=args.batch_threads)
     except ValueError as err:
         p.error(str(err).replace("batching.threads", "--batch-threads"))
-    if args.tf_threads < 0:
-        p.error("--tf-threads must be ≥ 0")
     set_tf_threads(args.tf_threads, batching)
     tf.config.set_visible_devices([], "GPU")
     found = {t: versions(model_dir / t) for t in tasks}

@@ -532,6 +532,30 @@ def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(mode
     assert bad.returncode == 2 and "--texts-per-request must be ≥ 1" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--clients", "a,b"], "--clients must list client counts ≥ 1, e.g. 1,8,32; got 'a,b'"),
+        (["--tasks", "summarize"], "--tasks must list translate and/or classify once each"),
+        (["--tasks", "classify,classify"], "--tasks must list translate and/or classify"),
+        (["--seconds", "-1"], "--seconds must be > 0, got -1.0"),
+        (["--max-batch-size", "0"], "--max-batch-size must be ≥ 1, got 0"),
+        (["--max-wait-us", "-5"], "--max-wait-us must be ≥ 0, got -5"),
+        (["--texts", "0"], "--texts must be ≥ 1, got 0"),
+        (["--tf-threads", "-1"], "--tf-threads must be ≥ 0, got -1"),
+        (["--texts-file", "/nonexistent/t.txt"], "--texts-file /nonexistent/t.txt: no such file"),
+    ],
+)
+def test_bench_serve_names_a_bad_option_before_loading_anything(argv, message, capsys):
+    # these used to end in a traceback (--clients a,b), or run a whole benchmark on a bad value
+    from serving import bench
+
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_load_generator_sends_k_texts_per_request_and_counts_texts():
     from serving import config as serving_config
     from serving.bench import NullPredictor

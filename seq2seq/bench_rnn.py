@@ -48,6 +48,19 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", default=None, help="B,T,D,N;B,T,D,N… (default: the three)")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds < 1 or not args.seconds > 0:
+        parser.error(f"--rounds must be ≥ 1 and --seconds > 0, got {args.rounds}, {args.seconds}")
+    shapes = SHAPES
+    if args.shapes:
+        try:
+            shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";") if s]
+        except ValueError:
+            shapes = []
+        if not shapes or any(len(s) != 4 or min(s) < 1 for s in shapes):
+            parser.error(
+                f"--shapes must be B,T,D,N groups of four integers ≥ 1 separated by ';', "
+                f"e.g. 64,50,128,128; got {args.shapes!r}"
+            )
 
     import keras
     import tensorflow as tf
@@ -94,10 +107,6 @@ def main(argv=None) -> int:
             return float(out.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             return float("nan")
-
-    shapes = SHAPES
-    if args.shapes:
-        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
 
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
     a = tf.random.normal([2048, 2048])

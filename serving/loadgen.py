@@ -112,13 +112,15 @@ def main(argv=None) -> int:
     p.add_argument("--token", default=None)
     p.add_argument("--tls-ca", default=None)
     args = p.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0 or args.texts_per_request < 1:
+    if args.clients < 1 or not args.seconds > 0 or args.texts_per_request < 1:
         p.error("--clients and --texts-per-request must be ≥ 1 and --seconds > 0")
+    if not args.warmup >= 0:
+        p.error(f"--warmup must be ≥ 0 seconds, got {args.warmup}")
     try:
         with open(args.texts_file, encoding="utf-8") as f:
             texts = [line.strip() for line in f if line.strip()]
-    except OSError as err:
-        p.error(f"cannot read --texts-file {args.texts_file}: {err.strerror}")
+    except (OSError, UnicodeDecodeError) as err:
+        p.error(f"cannot read --texts-file {args.texts_file}: {getattr(err, 'strerror', err)}")
     if not texts:
         p.error(f"{args.texts_file} has no texts")
     summary = run_load(

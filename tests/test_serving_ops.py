@@ -556,6 +556,29 @@ def test_bench_serve_names_a_bad_option_before_loading_anything(argv, message, c
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--clients", "0"], "--clients and --texts-per-request must be ≥ 1 and --seconds > 0"),
+        (["--seconds", "nan"], "--clients and --texts-per-request must be ≥ 1"),
+        (["--warmup", "-1"], "--warmup must be ≥ 0 seconds, got -1.0"),
+        ([], "has no texts"),  # the texts file holds only blank lines
+        (["--texts-file", "/nonexistent"], "cannot read --texts-file /nonexistent"),
+        ("not utf-8", "cannot read --texts-file"),
+    ],
+)
+def test_load_generator_names_a_bad_option(argv, message, tmp_path, capsys):
+    from serving import loadgen
+
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(b"\xff\xfe\n" if argv == "not utf-8" else b"\n  \n")
+    argv = [] if argv == "not utf-8" else argv
+    with pytest.raises(SystemExit) as exit_:
+        loadgen.main(["--target", "127.0.0.1:1", "--texts-file", str(texts), *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_load_generator_sends_k_texts_per_request_and_counts_texts():
     from serving import config as serving_config
     from serving.bench import NullPredictor

@@ -1,8 +1,10 @@
-"""A run folder's safety: its small files (tokenizer, labels, config, summary, scores) are
-replaced in one step, so that a crash or a full disk mid-write leaves the previous file whole
-(write a hidden sibling, then rename it over the old one: rename(2) is atomic within a folder);
-and one training at a time writes into it (an advisory lock the kernel drops with the process,
-so a crashed training leaves no stale lock)."""
+"""Files and folders replaced in one step, and one training at a time per run folder.
+
+A run's small files (tokenizer, labels, config, summary, scores) and the prepared splits are
+replaced so that a crash or a full disk mid-write leaves the previous ones whole: write a hidden
+sibling, then rename it over the old (rename(2) is atomic within a folder). A training holds an
+advisory lock on its run folder, which the kernel drops with the process (no stale lock after a
+crash)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,44 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_folder(staged: Path, target: Path) -> None:
+    """Moves the complete folder `staged` to `target` (a sibling), replacing what is there.
+
+    rename(2) cannot replace a folder that has files, so the old one is first moved aside under
+    a name of its own, and put back if the new one cannot go in. If another process puts a
+    folder at `target` in between, this goes round again: the last to finish wins.
+    """
+    for _ in range(10):
+        old = _move_aside(target)
+        try:
+            staged.replace(target)
+        except OSError:
+            if target.exists():  # another process published in between
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+                continue
+            if old is not None:
+                old.replace(target)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(f"could not move {staged} to {target}: other processes keep replacing it")
+
+
+def _move_aside(folder: Path) -> Path | None:
+    """Renames `folder` to a fresh hidden name beside it; None if there is no such folder."""
+    if not folder.exists():
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+    try:
+        folder.replace(aside)  # onto the empty folder mkdtemp made
+    except FileNotFoundError:  # another process moved it first
+        aside.rmdir()
+        return None
+    return aside
 
 
 class RunInUse(RuntimeError):

@@ -323,10 +323,8 @@ class Predictor:
             if self._failed.get((task, candidate)) == signature:
                 continue
             if wait_until_stable and self._pending.get(task) != (candidate, signature):
-                self._pending[task] = (
-                    candidate,
-                    signature,
-                )  # load it at the next poll if unchanged
+                # load it at the next poll if it is unchanged by then
+                self._pending[task] = (candidate, signature)
                 return current_version
             self._pending.pop(task, None)
             try:

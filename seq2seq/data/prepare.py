@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import tempfile
 import unicodedata
 from collections import Counter
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from seq2seq.config import Config
 from seq2seq.data.sources import SOURCES, DataError, read_member, sha256_of
+from seq2seq.files import replace_folder
 
 SPLITS = ("train", "valid", "test")
 
@@ -261,70 +261,36 @@ def _write(cfg: Config, splits: dict, counts: Counter, origin: dict, header: tup
         )
     out = cfg.data_dir
     out.parent.mkdir(parents=True, exist_ok=True)
-    # A staging folder of its own (a `make data` running beside this one keeps its own), renamed
+    # A staging folder of its own (a `make data` running beside this one keeps its own), moved
     # into place when complete: readers see the old splits or the new ones, never a mixture.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        return _publish(tmp, out, cfg, splits, counts, origin, header)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _publish(tmp, out, cfg, splits, counts, origin, header) -> dict:
-    files = {}
-    for split in SPLITS:
-        path = tmp / f"{split}.tsv"
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            f.write("\t".join(header) + "\n")
-            for row in splits[split]:
-                f.write("\t".join(col.replace("\t", " ") for col in row) + "\n")
-        files[path.name] = sha256_of(path)
-    manifest = {
-        "task": cfg.task,
-        "dataset": cfg.corpus,
-        "origin": origin,
-        "exclude_file": cfg.data.exclude_file,
-        "counts": dict(sorted(counts.items())),
-        "files": files,
-        "settings": {
-            k: getattr(cfg.data, k)
-            for k in ("direction", "max_words", "seed", "valid_fraction", "test_fraction")
-        },
-    }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    for _ in range(10):
-        # rename(2) cannot replace a folder that has files: move the old splits aside under a
-        # name of their own first, and put them back if the new ones cannot go in.
-        old = _move_aside(out)
-        try:
-            tmp.replace(out)
-        except OSError:
-            if out.exists():  # another run published in between: the last to finish wins
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-                continue
-            if old is not None:
-                old.replace(out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        break
-    else:
-        raise DataError(f"could not move the new splits into {out}: other runs keep replacing it")
+    with tempfile.TemporaryDirectory(
+        prefix=f".{out.name}.tmp-", dir=out.parent, ignore_cleanup_errors=True
+    ) as staging:
+        tmp = Path(staging)
+        files = {}
+        for split in SPLITS:
+            path = tmp / f"{split}.tsv"
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write("\t".join(header) + "\n")
+                for row in splits[split]:
+                    f.write("\t".join(col.replace("\t", " ") for col in row) + "\n")
+            files[path.name] = sha256_of(path)
+        manifest = {
+            "task": cfg.task,
+            "dataset": cfg.corpus,
+            "origin": origin,
+            "exclude_file": cfg.data.exclude_file,
+            "counts": dict(sorted(counts.items())),
+            "files": files,
+            "settings": {
+                k: getattr(cfg.data, k)
+                for k in ("direction", "max_words", "seed", "valid_fraction", "test_fraction")
+            },
+        }
+        manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        (tmp / "manifest.json").write_text(manifest_text)
+        replace_folder(tmp, out)
     return manifest
-
-
-def _move_aside(folder: Path) -> Path | None:
-    """Renames `folder` to a fresh hidden name beside it; None if there is no such folder."""
-    if not folder.exists():
-        return None
-    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-    try:
-        folder.replace(aside)  # onto the empty folder mkdtemp made
-    except FileNotFoundError:  # another run moved it first
-        aside.rmdir()
-        return None
-    return aside
 
 
 def prepare(cfg: Config) -> dict:

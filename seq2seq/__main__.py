@@ -98,13 +98,18 @@ def main(argv=None) -> int:
     p.add_argument("--repository", default=None, help="model repository (default models/<task>)")
     p = sub.add_parser("translate", help="translate texts (arguments, or stdin lines)")
     _common(p, task_choice=False)
-    p.add_argument("texts", nargs="*")
-    p.add_argument("--beam-size", type=int, default=None)
-    p.add_argument("--n-best", type=int, default=1)
+    p.add_argument("texts", nargs="*", help="Spanish texts (default: one per stdin line)")
+    p.add_argument(
+        "--beam-size",
+        type=int,
+        default=None,
+        help="beam width; 1 is greedy (default: eval.beam_size)",
+    )
+    p.add_argument("--n-best", type=int, default=1, help="hypotheses per text, at most the beam")
     p.add_argument("--model", default=None, help="an exported version folder instead of the run")
     p = sub.add_parser("classify", help="classify texts (arguments, or stdin lines)")
     _common(p, task_choice=False)
-    p.add_argument("texts", nargs="*")
+    p.add_argument("texts", nargs="*", help="texts (default: one per stdin line)")
     p.add_argument("--model", default=None, help="an exported version folder instead of the run")
     args = parser.parse_args(argv)
 

@@ -104,12 +104,21 @@ def main(argv=None) -> int:
     _connection_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("translate", help="translate texts")
-    t.add_argument("texts", nargs="*")
-    t.add_argument("--beam-size", type=int, default=1)
-    t.add_argument("--n-best", type=int, default=1)
-    t.add_argument("--max-length", type=int, default=None)
+    t.add_argument("texts", nargs="*", help="Spanish texts (default: one per standard input line)")
+    t.add_argument(
+        "--beam-size", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
+    )
+    t.add_argument(
+        "--n-best", type=int, default=1, help="hypotheses per text, at most the beam width"
+    )
+    t.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="most pieces per translation (default: the model's, see `info`)",
+    )
     c = sub.add_parser("classify", help="classify texts")
-    c.add_argument("texts", nargs="*")
+    c.add_argument("texts", nargs="*", help="texts (default: one per standard input line)")
     for s in (t, c):
         s.add_argument(
             "--model-version",

@@ -98,7 +98,11 @@ def main(argv=None) -> int:
     p.add_argument("--repository", default=None, help="model repository (default models/<task>)")
     p = sub.add_parser("translate", help="translate texts (arguments, or stdin lines)")
     _common(p, task_choice=False)
-    p.add_argument("texts", nargs="*", help="Spanish texts (default: one per stdin line)")
+    p.add_argument(
+        "texts",
+        nargs="*",
+        help="source texts, Spanish unless the run is eng-spa (default: one per stdin line)",
+    )
     p.add_argument(
         "--beam-size",
         type=int,

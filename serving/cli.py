@@ -104,7 +104,11 @@ def main(argv=None) -> int:
     _connection_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("translate", help="translate texts")
-    t.add_argument("texts", nargs="*", help="Spanish texts (default: one per standard input line)")
+    t.add_argument(
+        "texts",
+        nargs="*",
+        help="source texts in the served model's language (default: one per standard input line)",
+    )
     t.add_argument(
         "--beam-size", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
     )

@@ -491,25 +491,50 @@ def test_adversarial_training_learns_the_toy_rule(tmp_path):
     assert predicted == [label for label, _ in rows]
 
 
+def toy_rule(text):
+    """The label `toy_rows` gives a text."""
+    words = text.split()
+    return "yes" if "cat" in words else "maybe" if "dog" in words else "no"
+
+
 def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_path):
-    # Few steps between evaluations and a long schedule, so the best step falls before the end
-    # and the refit stops short of max_steps.
+    # The first pass must stop early, whatever path its training takes on this CPU: one
+    # validation row in 8 is relabelled against the rule, so once the model has learned the rule
+    # (every other row right), growing confidence only raises the validation loss on those rows
+    # and early stopping follows. Its best step therefore lies where the rule is learned.
+    rows = toy_rows(480)
+    assert all(toy_rule(text) == label for label, text in rows)
     cfg = make_cfg(
         tmp_path,
-        toy_rows(240),
-        "train.max_steps=400",
-        "train.eval_every=25",
+        rows,
+        "model.bidirectional=true",
+        "train.learning_rate=0.003",
+        "train.batch_size=32",
+        "train.max_steps=1000",
+        "train.eval_every=50",
         "train.patience=3",
         "train.refit=true",
     )
     prepare(cfg)
+    valid_file = cfg.data_dir / "valid.tsv"
+    header, *lines = valid_file.read_text().splitlines()
+    labels = ["no", "yes", "maybe"]
+    relabelled = []
+    for i, line in enumerate(lines):
+        label, text = line.split("\t", 1)
+        if i % 8 == 0:
+            label = labels[(labels.index(label) + 1) % 3]
+        relabelled.append(f"{label}\t{text}")
+    valid_file.write_text("\n".join([header, *relabelled]) + "\n")
+
     summary = classification.run_training(cfg, progress=False)
     first = summary["first_pass"]
     n_train, n_valid = len(read_split(cfg, "train")), len(read_split(cfg, "valid"))
     assert (first["examples"], summary["examples"]) == (n_train, n_train + n_valid)
     best = tf.train.latest_checkpoint(str(cfg.run_dir / "best"))
-    assert best.endswith(f"-{first['best_step']}") and first["best_step"] % 25 == 0
-    assert summary["steps"] == first["best_step"] < first["steps"] <= 400
+    assert best.endswith(f"-{first['best_step']}") and first["best_step"] % 50 == 0
+    assert first["stop_reason"] == "early_stopping"
+    assert summary["steps"] == first["best_step"] < first["steps"] < 1000
     assert summary["stop_reason"] == "stop_step" and summary["trained_on"] == "train+valid"
 
     # Evaluation and export use the refit's weights; `which` still reaches the first pass.
@@ -517,10 +542,10 @@ def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_
     assert weights_digest(refit.model) == summary["weights_digest"]
     first_best = classification.load_trained(cfg, "best")
     assert weights_digest(first_best.model) != summary["weights_digest"]
-    rows = read_split(cfg, "train") + read_split(cfg, "valid")
-    predicted = [label for label, _ in refit.classify([text for _, text in rows])]
-    # it learned (chance is 1/3; the first pass's own best validates at about 70% here)
-    assert np.mean([p == r[0] for p, r in zip(predicted, rows, strict=True)]) > 0.8
+    texts = [text for _, text in read_split(cfg, "train") + read_split(cfg, "valid")]
+    predicted = [label for label, _ in refit.classify(texts)]
+    # It learned the rule: chance is 1/3; over training seeds 0-9 the refit scored 0.85-1.00.
+    assert np.mean([p == toy_rule(t) for p, t in zip(predicted, texts, strict=True)]) > 0.75
     results = classification.run_evaluation(cfg)
     assert results["trained_on"] == "train+valid"
 

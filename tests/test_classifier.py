@@ -18,6 +18,7 @@ from seq2seq.tasks import classification
 from seq2seq.training import weights_digest
 
 WORDS = ["red", "blue", "green", "cat", "dog", "tree", "house", "river", "stone", "cloud"]
+TOY_LABELS = ["no", "yes", "maybe"]
 
 
 def toy_rows(n=120, seed=0):
@@ -26,13 +27,19 @@ def toy_rows(n=120, seed=0):
     rows = []
     for i in range(n):
         words = list(rng.choice(WORDS[:3] + WORDS[5:], size=rng.integers(2, 7)))
-        label = ["no", "yes", "maybe"][i % 3]
+        label = TOY_LABELS[i % 3]
         if label == "yes":
             words.insert(int(rng.integers(0, len(words) + 1)), "cat")
         elif label == "maybe":
             words.insert(int(rng.integers(0, len(words) + 1)), "dog")
         rows.append((label, " ".join(words) + f" {i}"))
     return rows
+
+
+def toy_rule(text):
+    """The label `toy_rows` gives a text."""
+    words = text.split()
+    return "yes" if "cat" in words else "maybe" if "dog" in words else "no"
 
 
 def make_cfg(root, rows, *extra):
@@ -491,12 +498,6 @@ def test_adversarial_training_learns_the_toy_rule(tmp_path):
     assert predicted == [label for label, _ in rows]
 
 
-def toy_rule(text):
-    """The label `toy_rows` gives a text."""
-    words = text.split()
-    return "yes" if "cat" in words else "maybe" if "dog" in words else "no"
-
-
 def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_path):
     # The first pass must stop early, whatever path its training takes on this CPU: one
     # validation row in 8 is relabelled against the rule, so once the model has learned the rule
@@ -518,12 +519,11 @@ def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_
     prepare(cfg)
     valid_file = cfg.data_dir / "valid.tsv"
     header, *lines = valid_file.read_text().splitlines()
-    labels = ["no", "yes", "maybe"]
     relabelled = []
     for i, line in enumerate(lines):
         label, text = line.split("\t", 1)
         if i % 8 == 0:
-            label = labels[(labels.index(label) + 1) % 3]
+            label = TOY_LABELS[(TOY_LABELS.index(label) + 1) % 3]
         relabelled.append(f"{label}\t{text}")
     valid_file.write_text("\n".join([header, *relabelled]) + "\n")
 

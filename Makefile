@@ -96,8 +96,8 @@ protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
 # `make serve`: everything a fresh clone needs, each step skipped once its output exists.
 # PRESET=tiny serves from models-tiny/ so a demo never shadows the default models.
 MODEL_DIR ?= $(if $(filter tiny,$(PRESET)),models-tiny,models)
-# Server settings: SERVE_CONFIG (YAML, see serving/config.example.yaml) and, over it, HOST,
-# PORT, DEVICE, TOKEN_FILE, TLS_CERT, TLS_KEY, METRICS_PORT (unset: the config's or default).
+# Server settings: SERVE_CONFIG (YAML, see serving/server/config.example.yaml) and, over it,
+# HOST, PORT, DEVICE, TOKEN_FILE, TLS_CERT, TLS_KEY, METRICS_PORT (unset: the config's or default).
 SERVE_OPTS = --model-dir $(MODEL_DIR) $(if $(SERVE_CONFIG),--config $(SERVE_CONFIG)) \
              $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) \
              $(if $(DEVICE),--device $(DEVICE)) $(if $(TOKEN_FILE),--token-file $(TOKEN_FILE)) \

@@ -51,7 +51,7 @@ def _task_module(task: str):
 
 def _load_export(path: str, task: str):
     """An exported version folder, loaded as the server loads it (TensorFlow + SentencePiece)."""
-    from serving.predictor import LoadedModel
+    from serving.server.predictor import LoadedModel
 
     if not (Path(path) / "assets.extra" / "metadata.json").is_file():
         raise FileNotFoundError(

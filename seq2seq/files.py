@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from seq2seq.cluster import worker_info
+
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Replaces `path` with `data` (str is written as UTF-8) in one step."""
@@ -113,8 +115,6 @@ def one_training_per_run(run_training: Callable) -> Callable:
 
     @functools.wraps(run_training)
     def locked(cfg, *args, **kwargs):
-        from seq2seq.training import worker_info  # (imports TensorFlow)
-
         if worker_info()[0] != 0:
             return run_training(cfg, *args, **kwargs)
         with run_lock(cfg.run_dir):

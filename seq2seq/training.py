@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from seq2seq.cluster import num_workers, worker_info
 from seq2seq.config import TrainConfig
 from seq2seq.data.pipeline import Batches
 from seq2seq.diagnostics import GradientNorms
@@ -39,17 +39,9 @@ class TrainingDiverged(RuntimeError):
 
 def make_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy when TF_CONFIG lists several workers, else the default."""
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+    if num_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def worker_info() -> tuple[int, int]:
-    """(this worker's index, number of workers) from TF_CONFIG; (0, 1) without it."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    workers = len(config.get("cluster", {}).get("worker", [])) or 1
-    return int(config.get("task", {}).get("index", 0)), workers
 
 
 @dataclass
@@ -107,87 +99,101 @@ def mean_loss(model, batches: Batches, loss_kwargs: dict | None = None) -> float
     return total / max(count, 1.0)
 
 
-def train(
-    model: keras.Model,
-    train_batches: Batches,
-    cfg: TrainConfig,
-    run_dir: Path,
-    evaluate: Callable[[keras.Model], Evaluation] | None = None,
-    loss_kwargs: dict | None = None,
-    strategy: tf.distribute.Strategy | None = None,
-    progress: bool = True,
-    stop_step: int | None = None,
-) -> dict:
-    """Trains `model` (already built, created under `strategy.scope()`) and returns a summary.
+class RunState:
+    """Everything a resumed run needs besides the weights: the step, the position in the batch
+    order, early-stopping counters and the wall time spent. Per worker (identical on all of
+    them), so it lives outside the strategy; saved in every checkpoint."""
 
-    Writes `run_dir/ckpt` (resumable, latest two), `run_dir/best` (weights with the best
-    validation loss), `run_dir/tb` (TensorBoard) and `run_dir/summary.json`. `stop_step` ends
-    training at that step while the learning-rate schedule still spans `cfg.max_steps` (a
-    refit that replays the first `stop_step` steps of a longer run).
-    """
-    last_step = min(cfg.max_steps, stop_step) if stop_step else cfg.max_steps
-    strategy = strategy or tf.distribute.get_strategy()
-    worker, num_workers = worker_info()
-    if len(train_batches) == 0:
-        raise ValueError(
-            f"no training batches for worker {worker} of {num_workers}: the training split has "
-            f"{len(train_batches.examples)} examples, fewer than batch_size × workers"
+    def __init__(self):
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
+        self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_loss")
+        self.bad_evals = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_evals")
+        self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+        # An early-stopped run is finished: starting it again must not train on past that point.
+        self.stopped_early = tf.Variable(False, trainable=False, name="stopped_early")
+
+    def variables(self) -> dict:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "best_loss": self.best_loss,
+            "bad_evals": self.bad_evals,
+            "elapsed": self.elapsed,
+            "stopped_early": self.stopped_early,
+        }
+
+    def out_of_time(self, cfg: TrainConfig) -> bool:
+        """The run has spent its `max_minutes` (raise the cap to train it on)."""
+        return cfg.max_minutes > 0 and float(self.elapsed) >= cfg.max_minutes * 60
+
+    def finished(self, cfg: TrainConfig) -> bool:
+        return int(self.step) >= cfg.max_steps or bool(self.stopped_early) or self.out_of_time(cfg)
+
+    def stop_reason(self, cfg: TrainConfig) -> str:
+        if int(self.step) >= cfg.max_steps:
+            return "max_steps"
+        if self.out_of_time(cfg):
+            return "max_minutes"
+        return "early_stopping" if bool(self.stopped_early) else "max_steps"
+
+
+class RunCheckpoints:
+    """`run_dir/ckpt` (resumable: weights, optimizer, RunState; the latest two) and `run_dir/best`
+    (the weights with the best validation loss). Under MultiWorkerMirroredStrategy every worker
+    must save; only the chief's files are kept in the run folder."""
+
+    def __init__(self, model, optimizer, state: RunState, run_dir: Path, worker: int):
+        home = run_dir if worker == 0 else run_dir / f"worker{worker}-tmp"
+        self.ckpt_dir = home / "ckpt"
+        resumable = tf.train.Checkpoint(
+            model=variables_checkpoint(model),
+            optimizer=variables_checkpoint(optimizer),
+            **state.variables(),
         )
-    chief = worker == 0
-    run_dir = Path(run_dir)
-    loss_kwargs = loss_kwargs or {}
-    variables = model.trainable_variables
-    with strategy.scope():
-        optimizer = make_optimizer(cfg)
-        optimizer.build(variables)
-    # Bookkeeping is per worker (identical on all of them), so it lives outside the strategy.
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
-    best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_loss")
-    bad_evals = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_evals")
-    elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
-    # An early-stopped run is finished: starting it again must not train on past that point.
-    stopped_early = tf.Variable(False, trainable=False, name="stopped_early")
-    ckpt = tf.train.Checkpoint(
-        model=variables_checkpoint(model),
-        optimizer=variables_checkpoint(optimizer),
-        step=step,
-        epoch=epoch,
-        position=position,
-        best_loss=best_loss,
-        bad_evals=bad_evals,
-        elapsed=elapsed,
-        stopped_early=stopped_early,
-    )
+        self.latest = tf.train.CheckpointManager(resumable, str(self.ckpt_dir), max_to_keep=2)
+        best = tf.train.Checkpoint(model=variables_checkpoint(model))
+        self.best = tf.train.CheckpointManager(best, str(home / "best"), max_to_keep=1)
 
-    def out_of_time_at_start() -> bool:
-        """A run that spent its `max_minutes` is finished (raise the cap to train it on)."""
-        return cfg.max_minutes > 0 and float(elapsed) >= cfg.max_minutes * 60
-
-    # Under MultiWorkerMirroredStrategy every worker must save; only the chief keeps its files.
-    ckpt_dir = run_dir / "ckpt" if chief else run_dir / f"worker{worker}-tmp" / "ckpt"
-    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
-    best_ckpt = tf.train.Checkpoint(model=variables_checkpoint(model))
-    best_dir = run_dir / "best" if chief else run_dir / f"worker{worker}-tmp" / "best"
-    best_manager = tf.train.CheckpointManager(best_ckpt, str(best_dir), max_to_keep=1)
-    if manager.latest_checkpoint:
-        read_checkpoint(
-            ckpt, manager.latest_checkpoint, f"remove {ckpt_dir} to train this run from the start"
-        ).assert_existing_objects_matched()
-        if bool(stopped_early) or int(step) >= last_step or out_of_time_at_start():
-            how = (
-                "stopped early"
-                if bool(stopped_early)
-                else ("done" if int(step) >= last_step else "out of time")
-            )
-            print(f"{manager.latest_checkpoint}: this run is finished ({how} at step {int(step)})")
+    def resume(self, state: RunState, cfg: TrainConfig) -> None:
+        """Restores the latest checkpoint, if any, and says where the run stands."""
+        path = self.latest.latest_checkpoint
+        if not path:
+            return
+        fix = f"remove {self.ckpt_dir} to train this run from the start"
+        read_checkpoint(self.latest.checkpoint, path, fix).assert_existing_objects_matched()
+        step = int(state.step)
+        if state.finished(cfg):
+            how = "stopped early" if bool(state.stopped_early) else "done"
+            how = "out of time" if how == "done" and step < cfg.max_steps else how
+            print(f"{path}: this run is finished ({how} at step {step})")
         else:
             print(
-                f"resuming from {manager.latest_checkpoint} at step {int(step)} "
-                f"(epoch {int(epoch)}, batch {int(position)})"
+                f"resuming from {path} at step {step} "
+                f"(epoch {int(state.epoch)}, batch {int(state.position)})"
             )
-    writer = tf.summary.create_file_writer(str(run_dir / "tb")) if chief else None
+
+    def save(self, step: int) -> None:
+        self.latest.save(checkpoint_number=step)
+
+    def save_best(self, step: int) -> None:
+        self.best.save(checkpoint_number=step)
+
+    def best_step(self) -> int | None:
+        """The step whose weights `best` holds (checkpoints are numbered by step)."""
+        path = self.best.latest_checkpoint
+        return int(path.rsplit("-", 1)[1]) if path else None
+
+
+def make_train_step(model, optimizer, cfg: TrainConfig, strategy, loss_kwargs: dict):
+    """The compiled step: (batch) → (global loss, global gradient norm, per-timestep norms).
+
+    On each replica: the model's loss sums, divided by the global count (an all-reduce); the
+    gradients all-reduced, clipped by global norm and applied, unless the loss or the norm is
+    not finite (then the update is scaled to nothing and the caller stops the run)."""
+    variables = model.trainable_variables
 
     def replica_step(batch):
         ctx = tf.distribute.get_replica_context()
@@ -220,120 +226,166 @@ def train(
         local = strategy.experimental_local_results
         return local(loss)[0], local(grad_norm)[0], {k: local(v)[0] for k, v in norms.items()}
 
-    start = time.time()
-    start_elapsed = float(elapsed)
+    return train_step
 
-    def why_stopped(s: int, out_of_time: bool = False) -> str:
-        if s >= last_step:
-            return "max_steps" if s >= cfg.max_steps else "stop_step"
-        if out_of_time:
-            return "max_minutes"
-        return "early_stopping" if bool(stopped_early) else "max_steps"
 
-    # what a finished run that is started again reports
-    stop_reason = why_stopped(int(step), out_of_time_at_start())
-    last_eval: Evaluation | None = None
+class Validation:
+    """The evaluation hook: runs `evaluate(model)`, keeps the best weights, counts evaluations
+    without improvement and says when to stop early (`train.patience`)."""
+
+    def __init__(self, evaluate, state: RunState, checkpoints: RunCheckpoints, log, bar):
+        self.evaluate, self.state, self.checkpoints = evaluate, state, checkpoints
+        self.log, self.bar = log, bar
+        self.last: Evaluation | None = None
+
+    def __call__(self, model, patience: int) -> bool:
+        if self.evaluate is None:
+            return False
+        result = self.last = self.evaluate(model)
+        step, state = int(self.state.step), self.state
+        improved = result.loss < float(state.best_loss)
+        if improved:
+            state.best_loss.assign(result.loss)
+            state.bad_evals.assign(0)
+            self.checkpoints.save_best(step)
+        else:
+            state.bad_evals.assign_add(1)
+        self.log.validation(step, result)
+        msg = f"step {step}: valid loss {result.loss:.4f}"
+        if result.score is not None:
+            msg += f", {result.score_name} {result.score:.2f}"
+        self.bar.write(msg + (" (best)" if improved else ""))
+        return patience > 0 and int(state.bad_evals) >= patience
+
+
+class TensorBoardLog:
+    """Scalars and histograms in `run_dir/tb` (chief only): training loss, gradient norm,
+    learning rate and per-timestep ‖∂L/∂h_t‖ of every SimpleRNN; validation loss and score."""
+
+    def __init__(self, run_dir: Path, chief: bool):
+        self.writer = tf.summary.create_file_writer(str(run_dir / "tb")) if chief else None
+
+    def training(self, step: int, loss: float, grad_norm, learning_rate, norms: dict) -> None:
+        if not self.writer:
+            return
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("train/loss", loss)
+            tf.summary.scalar("train/grad_norm", grad_norm)
+            tf.summary.scalar("train/learning_rate", learning_rate)
+            for name, v in norms.items():
+                v = v.numpy()
+                tf.summary.histogram(f"grad_norm_per_step/{name}", v)
+                tf.summary.scalar(
+                    f"grad_norm_first_over_last/{name}", float(v[0] / max(v[-1], 1e-12))
+                )
+
+    def validation(self, step: int, result: Evaluation) -> None:
+        if not self.writer:
+            return
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("valid/loss", result.loss)
+            if result.score is not None:
+                tf.summary.scalar(f"valid/{result.score_name}", result.score)
+
+
+def train(
+    model: keras.Model,
+    train_batches: Batches,
+    cfg: TrainConfig,
+    run_dir: Path,
+    evaluate: Callable[[keras.Model], Evaluation] | None = None,
+    loss_kwargs: dict | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    progress: bool = True,
+) -> dict:
+    """Trains `model` (already built, created under `strategy.scope()`) and returns a summary.
+
+    Writes `run_dir/ckpt` (resumable, latest two), `run_dir/best` (weights with the best
+    validation loss), `run_dir/tb` (TensorBoard) and `run_dir/summary.json`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    worker, workers = worker_info()
+    if len(train_batches) == 0:
+        raise ValueError(
+            f"no training batches for worker {worker} of {workers}: the training split has "
+            f"{len(train_batches.examples)} examples, fewer than batch_size × workers"
+        )
+    run_dir = Path(run_dir)
+    with strategy.scope():
+        optimizer = make_optimizer(cfg)
+        optimizer.build(model.trainable_variables)
+    state = RunState()
+    checkpoints = RunCheckpoints(model, optimizer, state, run_dir, worker)
+    checkpoints.resume(state, cfg)
+    train_step = make_train_step(model, optimizer, cfg, strategy, loss_kwargs or {})
+    log = TensorBoardLog(run_dir, chief=worker == 0)
     bar = tqdm(
-        total=last_step,
-        initial=int(step),
-        disable=not (progress and chief),
+        total=cfg.max_steps,
+        initial=int(state.step),
+        disable=not (progress and worker == 0),
         unit="step",
         dynamic_ncols=True,
         mininterval=2,
     )
-    smoothed = None
-
-    def run_eval() -> bool:
-        """Validates, keeps the best weights, and says whether to stop early."""
-        nonlocal last_eval
-        if evaluate is None:
-            return False
-        result = evaluate(model)
-        last_eval = result
-        improved = result.loss < float(best_loss)
-        if improved:
-            best_loss.assign(result.loss)
-            bad_evals.assign(0)
-            best_manager.save(checkpoint_number=int(step))
-        else:
-            bad_evals.assign_add(1)
-        if writer:
-            with writer.as_default(step=int(step)):
-                tf.summary.scalar("valid/loss", result.loss)
-                if result.score is not None:
-                    tf.summary.scalar(f"valid/{result.score_name}", result.score)
-        msg = f"step {int(step)}: valid loss {result.loss:.4f}"
-        if result.score is not None:
-            msg += f", {result.score_name} {result.score:.2f}"
-        bar.write(msg + (" (best)" if improved else ""))
-        return cfg.patience > 0 and int(bad_evals) >= cfg.patience
-
-    done = int(step) >= last_step or bool(stopped_early) or out_of_time_at_start()
-    while not done:
-        for batch in train_batches.iterate(int(epoch), int(position)):
+    validate = Validation(evaluate, state, checkpoints, log, bar)
+    start, start_elapsed, smoothed = time.time(), float(state.elapsed), None
+    while not state.finished(cfg):
+        for batch in train_batches.iterate(int(state.epoch), int(state.position)):
             loss, grad_norm, norms = train_step(tuple(tf.constant(a) for a in batch))
             loss_value = float(loss)
             if not math.isfinite(loss_value) or not math.isfinite(float(grad_norm)):
                 bar.close()
                 raise TrainingDiverged(
-                    f"training diverged at step {int(step) + 1}: loss {loss_value}, gradient "
-                    f"norm {float(grad_norm)}. The update was not applied and no checkpoint was "
-                    f"written after it; the last good one is {manager.latest_checkpoint}. "
-                    f"Lower train.learning_rate or train.clip_norm and run again."
+                    f"training diverged at step {int(state.step) + 1}: loss {loss_value}, "
+                    f"gradient norm {float(grad_norm)}. The update was not applied and no "
+                    f"checkpoint was written after it; the last good one is "
+                    f"{checkpoints.latest.latest_checkpoint}. Lower train.learning_rate or "
+                    f"train.clip_norm and run again."
                 )
-            step.assign_add(1)
-            position.assign_add(1)
+            state.step.assign_add(1)
+            state.position.assign_add(1)
+            s = int(state.step)
             smoothed = loss_value if smoothed is None else 0.98 * smoothed + 0.02 * loss_value
             bar.update(1)
             bar.set_postfix(loss=f"{smoothed:.3f}", refresh=False)
-            s = int(step)
-            if writer and s % cfg.log_every == 0:
-                with writer.as_default(step=s):
-                    tf.summary.scalar("train/loss", loss_value)
-                    tf.summary.scalar("train/grad_norm", grad_norm)
-                    tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
-                    for name, v in norms.items():
-                        v = v.numpy()
-                        tf.summary.histogram(f"grad_norm_per_step/{name}", v)
-                        tf.summary.scalar(
-                            f"grad_norm_first_over_last/{name}", float(v[0] / max(v[-1], 1e-12))
-                        )
-            elapsed.assign(start_elapsed + time.time() - start)
-            out_of_time = cfg.max_minutes > 0 and float(elapsed) >= cfg.max_minutes * 60
-            stop_early = False
-            if s % cfg.eval_every == 0 or s >= last_step or out_of_time:
-                stop_early = run_eval()
+            if s % cfg.log_every == 0:
+                log.training(s, loss_value, grad_norm, optimizer.learning_rate, norms)
+            state.elapsed.assign(start_elapsed + time.time() - start)
+            last = s >= cfg.max_steps or state.out_of_time(cfg)
+            stop_early = (s % cfg.eval_every == 0 or last) and validate(model, cfg.patience)
             if s % cfg.checkpoint_every == 0:
-                manager.save(checkpoint_number=s)
-            if s >= last_step or out_of_time or stop_early:
-                stopped_early.assign(stop_early)
-                stop_reason = why_stopped(s, out_of_time)
-                done = True
+                checkpoints.save(s)
+            if last or stop_early:
+                state.stopped_early.assign(stop_early)
                 break
         else:
-            epoch.assign_add(1)
-            position.assign(0)
+            state.epoch.assign_add(1)
+            state.position.assign(0)
     bar.close()
-    manager.save(checkpoint_number=int(step))
-    if evaluate is not None and not best_manager.latest_checkpoint:
-        best_manager.save(checkpoint_number=int(step))
-    best = best_manager.latest_checkpoint if evaluate is not None else None
-    summary = {
-        "steps": int(step),
-        # the step whose weights `best` holds (checkpoints are numbered by step)
-        "best_step": int(best.rsplit("-", 1)[1]) if best else None,
-        "epochs": int(epoch) + int(position) / max(len(train_batches), 1),
-        "examples": len(train_batches.examples),
-        "wall_seconds": round(float(elapsed), 1),
-        "stop_reason": stop_reason,
-        "best_valid_loss": float(best_loss) if math.isfinite(float(best_loss)) else None,
-        "last_eval": None if last_eval is None else last_eval.__dict__,
-        "workers": num_workers,
-        "weights_digest": weights_digest(model),
-    }
-    if chief:
+    checkpoints.save(int(state.step))
+    if evaluate is not None and checkpoints.best_step() is None:
+        checkpoints.save_best(int(state.step))  # no validation ran: the last weights are best
+    summary = _summary(model, state, cfg, train_batches, checkpoints, validate, workers)
+    if worker == 0:
         write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _summary(model, state, cfg, train_batches, checkpoints, validate, workers) -> dict:
+    """What `summary.json` holds about a finished (or resumed-and-finished) training."""
+    best_loss = float(state.best_loss)
+    return {
+        "steps": int(state.step),
+        "best_step": checkpoints.best_step() if validate.evaluate is not None else None,
+        "epochs": int(state.epoch) + int(state.position) / max(len(train_batches), 1),
+        "examples": len(train_batches.examples),
+        "wall_seconds": round(float(state.elapsed), 1),
+        "stop_reason": state.stop_reason(cfg),
+        "best_valid_loss": best_loss if math.isfinite(best_loss) else None,
+        "last_eval": None if validate.last is None else validate.last.__dict__,
+        "workers": workers,
+        "weights_digest": weights_digest(model),
+    }
 
 
 def read_checkpoint(checkpoint: tf.train.Checkpoint, path: str, fix: str):

@@ -1,7 +1,7 @@
-"""`python -m serving`: start the gRPC server (see serving.server)."""
+"""`python -m serving`: start the gRPC server (see serving.server.main)."""
 
 import sys
 
-from serving.server import main
+from serving.server.main import main
 
 sys.exit(main())

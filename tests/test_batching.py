@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from serving.batching import Batcher, BatchingOptions
-from serving.errors import Overloaded
+from serving.server.batching import Batcher, BatchingOptions
+from serving.server.errors import Overloaded
 
 
 class Recorder:

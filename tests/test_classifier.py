@@ -302,34 +302,6 @@ def test_duplicate_and_conflicting_texts_are_dropped(tmp_path):
     assert texts.count("same text") == 1 and "clash" not in texts
 
 
-@pytest.mark.parametrize("bidirectional, layers", [(False, 1), (True, 1), (True, 2)])
-def test_target_replication_changes_training_loss_only(bidirectional, layers):
-    ids = tf.constant([[5, 6, 7, 8, 0, 0], [9, 4, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9]])
-    labels = tf.constant([0, 1, 2])
-    plain = Classifier(20, 3, 8, 6, layers=layers, bidirectional=bidirectional)
-    replicated = Classifier(
-        20, 3, 8, 6, layers=layers, bidirectional=bidirectional, target_replication=0.5
-    )
-    plain(ids), replicated(ids)
-    for a, b in zip(plain.weights, replicated.weights, strict=True):
-        b.assign(a)
-    # Prediction reads the last real step in both.
-    np.testing.assert_allclose(replicated(ids).numpy(), plain(ids).numpy(), atol=1e-6)
-    # Training adds the per-step loss: different for multi-step texts …
-    loss_plain = float(plain.compute_loss_sums((ids, labels), training=True)[0])
-    loss_repl = float(replicated.compute_loss_sums((ids, labels), training=True)[0])
-    assert abs(loss_plain - loss_repl) > 1e-4
-    # … and the same when every text has one step (each step's state is the last state).
-    one = tf.constant([[5], [9], [4]])
-    np.testing.assert_allclose(
-        float(replicated.compute_loss_sums((one, labels), training=True)[0]),
-        float(plain.compute_loss_sums((one, labels), training=True)[0]),
-        rtol=1e-5,
-    )
-    with pytest.raises(ValueError, match="target_replication"):
-        Classifier(20, 3, target_replication=1.0)
-
-
 def test_irnn_option_starts_from_the_identity_and_round_trips():
     model = Classifier(20, 2, 8, 6, activation="relu", recurrent_initializer="identity")
     ids = tf.constant([[5, 6, 7, 0], [9, 4, 8, 3]])
@@ -471,7 +443,7 @@ def test_adversarial_perturbation_is_the_costliest_shift_of_its_size():
     train_sum = float(model.compute_loss_sums((ids, labels), training=True)[0])
     np.testing.assert_allclose(train_sum, ce.numpy().sum() + attacked.sum(), rtol=1e-5)
     with pytest.raises(ValueError, match="adversarial"):
-        Classifier(20, 3, adversarial=0.1, target_replication=0.5)
+        Classifier(20, 3, adversarial=-0.1)
     with pytest.raises(ConfigError, match="model.adversarial"):
         load_config("classify", "tiny", overrides=["model.adversarial=-0.1"])
 
@@ -498,11 +470,11 @@ def test_adversarial_training_learns_the_toy_rule(tmp_path):
     assert predicted == [label for label, _ in rows]
 
 
-def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_path):
-    # The first pass must stop early, whatever path its training takes on this CPU: one
-    # validation row in 8 is relabelled against the rule, so once the model has learned the rule
-    # (every other row right), growing confidence only raises the validation loss on those rows
-    # and early stopping follows. Its best step therefore lies where the rule is learned.
+def test_early_stopping_keeps_the_best_weights_and_a_stopped_run_stays_stopped(tmp_path, capsys):
+    # The run must stop early, whatever path its training takes on this CPU: one validation
+    # row in 8 is relabelled against the rule, so once the model has learned the rule (every
+    # other row right), growing confidence only raises the validation loss on those rows and
+    # early stopping follows. Its best step therefore lies where the rule is learned.
     rows = toy_rows(480)
     assert all(toy_rule(text) == label for label, text in rows)
     cfg = make_cfg(
@@ -514,7 +486,6 @@ def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_
         "train.max_steps=1000",
         "train.eval_every=50",
         "train.patience=3",
-        "train.refit=true",
     )
     prepare(cfg)
     valid_file = cfg.data_dir / "valid.tsv"
@@ -528,48 +499,42 @@ def test_refit_trains_a_fresh_model_on_train_and_valid_for_the_chosen_steps(tmp_
     valid_file.write_text("\n".join([header, *relabelled]) + "\n")
 
     summary = classification.run_training(cfg, progress=False)
-    first = summary["first_pass"]
-    n_train, n_valid = len(read_split(cfg, "train")), len(read_split(cfg, "valid"))
-    assert (first["examples"], summary["examples"]) == (n_train, n_train + n_valid)
+    assert summary["stop_reason"] == "early_stopping"
+    assert summary["best_step"] % 50 == 0 and summary["best_step"] < summary["steps"] < 1000
+    # patience 3: three evaluations without improvement after the best one
+    assert summary["steps"] == summary["best_step"] + 3 * 50
     best = tf.train.latest_checkpoint(str(cfg.run_dir / "best"))
-    assert best.endswith(f"-{first['best_step']}") and first["best_step"] % 50 == 0
-    assert first["stop_reason"] == "early_stopping"
-    assert summary["steps"] == first["best_step"] < first["steps"] < 1000
-    assert summary["stop_reason"] == "stop_step" and summary["trained_on"] == "train+valid"
-
-    # Evaluation and export use the refit's weights; `which` still reaches the first pass.
-    refit = classification.load_trained(cfg)
-    assert weights_digest(refit.model) == summary["weights_digest"]
-    first_best = classification.load_trained(cfg, "best")
-    assert weights_digest(first_best.model) != summary["weights_digest"]
-    texts = [text for _, text in read_split(cfg, "train") + read_split(cfg, "valid")]
-    predicted = [label for label, _ in refit.classify(texts)]
-    # It learned the rule: chance is 1/3; over training seeds 0-9 the refit scored 0.85-1.00.
+    assert best.endswith(f"-{summary['best_step']}")
+    # Evaluation uses the best weights, not the last ones; they learned the rule
+    # (chance is 1/3).
+    best_model = classification.load_trained(cfg)
+    last_model = classification.load_trained(cfg, "ckpt")
+    assert weights_digest(last_model.model) == summary["weights_digest"]
+    assert weights_digest(best_model.model) != summary["weights_digest"]
+    texts = [text for _, text in read_split(cfg, "train")]
+    predicted = [label for label, _ in best_model.classify(texts)]
     assert np.mean([p == toy_rule(t) for p, t in zip(predicted, texts, strict=True)]) > 0.75
-    results = classification.run_evaluation(cfg)
-    assert results["trained_on"] == "train+valid"
 
-    # Both passes are finished: training again changes nothing (the first pass stopped early
-    # and does not go on; the refit is at its stop step).
+    # An early-stopped run is finished: training it again changes nothing.
+    capsys.readouterr()
     again = classification.run_training(cfg, progress=False)
+    assert f"this run is finished (stopped early at step {summary['steps']})" in (
+        capsys.readouterr().out
+    )
     assert again["weights_digest"] == summary["weights_digest"]
-    assert again["first_pass"]["steps"] == first["steps"]
-    assert again["first_pass"]["stop_reason"] == "early_stopping"
-    assert again["stop_reason"] == "stop_step"
+    assert (again["steps"], again["stop_reason"]) == (summary["steps"], "early_stopping")
 
 
-def test_refit_refuses_what_it_cannot_do(tmp_path):
-    with pytest.raises(ConfigError, match="train.refit applies to classification only"):
-        load_config("translate", "tiny", overrides=["train.refit=true"])
-    # no validation split to choose the number of steps on
-    cfg = make_cfg(tmp_path, toy_rows(), "data.valid_fraction=0", "train.refit=true")
-    prepare(cfg)
-    with pytest.raises(DataError, match="train.refit needs a validation split"):
-        classification.run_training(cfg, progress=False)
-    # a run trained without refit: asking for its refit names what to do
-    cfg = make_cfg(tmp_path, toy_rows(), "train.max_steps=20")
-    prepare(cfg)
-    classification.run_training(cfg, progress=False)
-    cfg.train.refit = True
-    with pytest.raises(FileNotFoundError, match="holds no finished refit"):
-        classification.load_trained(cfg)
+def test_removed_options_are_refused_by_name(tmp_path):
+    for key, value in (
+        ("train.refit", "true"),
+        ("model.target_replication", "0.5"),
+        ("model.pretrained_embeddings", "glove-6b-50d"),
+    ):
+        with pytest.raises(ConfigError, match=f"{key} is no longer supported"):
+            load_config("classify", "tiny", overrides=[f"{key}={value}"])
+    # in a config file too, wherever it sits, and also when set to the old default
+    config = tmp_path / "old.yaml"
+    config.write_text("model:\n  units: 8\n  target_replication: 0.0\n")
+    with pytest.raises(ConfigError, match="model.target_replication is no longer supported"):
+        load_config("classify", "tiny", str(config))

@@ -5,7 +5,7 @@ import grpc
 import grpc_testing
 import pytest
 
-from serving.errors import (
+from serving.server.errors import (
     DeadlineExceeded,
     InvalidRequest,
     Limits,
@@ -13,7 +13,7 @@ from serving.errors import (
     Overloaded,
     VersionNotFound,
 )
-from serving.servicer import Seq2SeqServicer
+from serving.server.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Seq2SeqService"]
@@ -132,7 +132,7 @@ def test_servicer_module_does_not_import_tensorflow():
     import sys
 
     code = (
-        "import sys, serving.servicer, serving.client; "
+        "import sys, serving.server.servicer, serving.client; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -303,7 +303,7 @@ def test_client_works_with_tensorflow_blocked(server):
 
 def run_cli(server, *args, stdin=None):
     return subprocess.run(
-        [sys.executable, "-m", "serving.cli", "--target", server.target, *args],
+        [sys.executable, "-m", "serving.client.cli", "--target", server.target, *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -340,7 +340,7 @@ def test_cli_reads_arguments_and_stdin(server):
 def test_cli_refuses_input_that_is_not_utf8_before_sending_anything():
     # it used to read the bytes as lone surrogates and fail inside protobuf with a traceback
     proc = subprocess.run(
-        [sys.executable, "-m", "serving.cli", "--target", "127.0.0.1:1", "classify"],
+        [sys.executable, "-m", "serving.client.cli", "--target", "127.0.0.1:1", "classify"],
         input=b"a good film\r\n\xff\xfe bad bytes\n",
         capture_output=True,
         timeout=120,
@@ -355,7 +355,7 @@ def test_cli_refuses_input_that_is_not_utf8_before_sending_anything():
     [(b"\n  \n", "is empty"), (b"\xff\xfe", "cannot read --token-file"), (None, "No such file")],
 )
 def test_cli_refuses_a_token_file_it_cannot_use(tmp_path, capsys, content, message):
-    from serving import cli
+    from serving.client import cli
 
     path = tmp_path / "token"
     if content is not None:
@@ -493,8 +493,7 @@ def test_generated_protocol_code_is_up_to_date(tmp_path):
 
 def test_cli_pins_the_version_that_answered_its_first_request(monkeypatch, capsys):
     """Requests after the first name its version, so a version loaded meanwhile answers none."""
-    from serving import cli
-    from serving.client import ClassificationResult
+    from serving.client import ClassificationResult, cli
 
     calls = []
 
@@ -524,7 +523,7 @@ def test_cli_pins_the_version_that_answered_its_first_request(monkeypatch, capsy
 
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
 def test_the_cli_refuses_a_deadline_that_is_not_positive(timeout, capsys):
-    from serving import cli
+    from serving.client import cli
 
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--timeout", timeout, "info"])

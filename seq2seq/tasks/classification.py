@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seq2seq.cluster import worker_info
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, classification_batch, pad, read_split
-from seq2seq.data.embeddings import embedding_matrix
 from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
 from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
@@ -62,7 +62,6 @@ def build_model(cfg: Config, tok: Tokenizer, labels: list[str]) -> Classifier:
         dropout=m.dropout,
         recurrent_dropout=m.recurrent_dropout,
         bptt_truncation=m.bptt_truncation,
-        target_replication=m.target_replication,
         activation=m.activation,
         recurrent_initializer=m.recurrent_initializer,
         adversarial=m.adversarial,
@@ -119,41 +118,17 @@ def class_weight_vector(examples, num_classes: int) -> tf.Tensor:
 
 
 def init_model(cfg: Config, tok: Tokenizer, labels: list[str], strategy) -> Classifier:
-    """A fresh Classifier, seeded by `train.seed` (the same start for both passes of a refit)."""
+    """A fresh Classifier, seeded by `train.seed`."""
     keras.utils.set_random_seed(cfg.train.seed)
     with strategy.scope():
-        model = build_model(cfg, tok, labels)
-    if cfg.model.pretrained_embeddings:
-        matrix, share = embedding_matrix(
-            tok, cfg.model.pretrained_embeddings, cfg.model.embedding_dim, cfg.train.seed
-        )
-        model.embedding.embeddings.assign(matrix)
-        print(
-            f"embeddings start from {cfg.model.pretrained_embeddings}: {share:.0%} of the "
-            f"{tok.vocab_size} pieces found"
-        )
-    return model
+        return build_model(cfg, tok, labels)
 
 
 @one_training_per_run
 def run_training(cfg: Config, progress: bool = True) -> dict:
-    """Trains on the train split, validating (early stopping, best weights) on the valid split.
-
-    With `train.refit` a second pass follows (Goodfellow et al. 2016, §7.8, algorithm 7.2):
-    a fresh model from the same seed, trained on train + valid for the number of steps at which
-    the first pass validated best, under the same learning-rate schedule. Validation chose the
-    settings and the length of training; the refit spends the validation sentences on learning.
-    Its weights (`refit/`) are then what evaluation and export use.
-    """
-    from seq2seq.training import worker_info
-
+    """Trains on the train split, validating (early stopping, best weights) on the valid split."""
     cfg.check_run_dir()
     valid_rows = read_split(cfg, "valid")
-    if cfg.train.refit and not valid_rows:
-        raise DataError(
-            f"train.refit needs a validation split to choose the number of steps, and "
-            f"{cfg.data_dir / 'valid.tsv'} is empty (data.valid_fraction 0?)"
-        )
     strategy = make_strategy()
     tok, labels = tokenizer_and_labels(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +160,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         f"vocab {tok.vocab_size}; "
         f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
     )
-    summary = train(
+    return train(
         model,
         make_batches(train_ex, cfg, shuffle=True, shard=worker_info()),
         cfg.train,
@@ -195,47 +170,14 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         strategy=strategy,
         progress=progress,
     )
-    if not cfg.train.refit:
-        return summary
-    both = train_ex + valid_ex
-    steps = summary["best_step"]
-    print(
-        f"refit: a fresh model on train + valid ({len(both)} texts) for {steps} steps, where "
-        f"the first pass validated best"
-    )
-    refit = train(
-        init_model(cfg, tok, labels, strategy),
-        make_batches(both, cfg, shuffle=True, shard=worker_info()),
-        cfg.train,
-        cfg.run_dir / "refit",
-        loss_kwargs=loss_kwargs(both),
-        strategy=strategy,
-        progress=progress,
-        stop_step=steps,
-    )
-    return {**refit, "trained_on": "train+valid", "first_pass": summary}
 
 
-def trained_weights(cfg: Config) -> tuple[Path, str]:
-    """Where the run's final weights are: the refit's last checkpoint with `train.refit`, else
-    the first pass's best."""
-    if not cfg.train.refit:
-        return cfg.run_dir, "best"
-    if not (cfg.run_dir / "refit" / "summary.json").exists():
-        raise FileNotFoundError(
-            f"{cfg.run_dir / 'refit'} holds no finished refit (train.refit is on): run "
-            f"make train-classify again to finish it, or pass --set train.refit=false to use "
-            f"the first pass"
-        )
-    return cfg.run_dir / "refit", "ckpt"
-
-
-def load_trained(cfg: Config, which: str | None = None) -> Predictor:
-    """The trained classifier; `which` ("best" or "ckpt") picks the first pass's weights."""
+def load_trained(cfg: Config, which: str = "best") -> Predictor:
+    """The trained classifier: its best weights, or its latest checkpoint (`which="ckpt"`)."""
     cfg.check_run_dir(loading=True)
     tok, labels = tokenizer_and_labels(cfg, train_if_missing=False)
     model = build_model(cfg, tok, labels)
-    restore_weights(model, *((cfg.run_dir, which) if which else trained_weights(cfg)))
+    restore_weights(model, cfg.run_dir, which)
     return Predictor(model, tok, labels)
 
 
@@ -263,12 +205,12 @@ def read_eval_file(path: str) -> list[tuple[str, str]]:
 
 
 def baseline_scores(cfg: Config, rows, labels: list[str]) -> dict:
-    """TF-IDF (word 1-2 grams) + logistic regression trained on what the RNN was trained on
-    (the train split; with `train.refit`, train + valid)."""
+    """TF-IDF (word 1-2 grams) + logistic regression trained on what the RNN was trained on:
+    the train split."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    train_rows = read_split(cfg, "train") + (read_split(cfg, "valid") if cfg.train.refit else [])
+    train_rows = read_split(cfg, "train")
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     x = vec.fit_transform([r[1] for r in train_rows])
     clf = LogisticRegression(
@@ -295,11 +237,10 @@ def run_evaluation(cfg: Config) -> dict:
         [labels.index(r[0]) for r in rows], [int(i) for i in probs.argmax(1)], labels
     )
     rnn["seconds"] = round(time.time() - start, 1)
-    trained_on = "train+valid" if cfg.train.refit else "train"
     results = {
         "evaluated_on": where,
         "dataset": cfg.corpus,
-        "trained_on": trained_on,
+        "trained_on": "train",
         "rnn": rnn,
     }
     try:
@@ -308,7 +249,7 @@ def run_evaluation(cfg: Config) -> dict:
         results["baseline_tfidf_logreg"] = None  # scikit-learn is a dev-only dependency
     print(
         f"{'model':<22} {'accuracy':>9} {'macro-F1':>9}   on {len(rows)} texts of the {where} "
-        f"(both trained on {trained_on.replace('+', ' + ')})"
+        "(both trained on the train split)"
     )
     for name, r in (
         ("SimpleRNN (ours)", rnn),

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from seq2seq.cluster import worker_info
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, pad, read_split, translation_batch
 from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
@@ -151,8 +152,6 @@ class Decoder:
 
 @one_training_per_run
 def run_training(cfg: Config, progress: bool = True) -> dict:
-    from seq2seq.training import worker_info
-
     cfg.check_run_dir()
     strategy = make_strategy()
     src_tok, tgt_tok = tokenizers(cfg)

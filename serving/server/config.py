@@ -1,7 +1,7 @@
 """The server's settings: dataclass defaults < YAML file (--config) < environment < flags.
 
 The YAML file has the sections below, each optional; an unknown section or key, or a value of
-the wrong type, is an error that names it. `serving/config.example.yaml` lists every setting.
+the wrong type, is an error that names it. `serving/server/config.example.yaml` lists every setting.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.batching import BatchingOptions
-from serving.errors import TASKS, Limits
+from serving.server.batching import BatchingOptions
+from serving.server.errors import TASKS, Limits
 
 
 @dataclass

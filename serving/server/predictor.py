@@ -22,8 +22,8 @@ import numpy as np
 import sentencepiece as spm
 import tensorflow as tf
 
-from serving.batching import Batcher, BatchingOptions
-from serving.errors import (
+from serving.server.batching import Batcher, BatchingOptions
+from serving.server.errors import (
     TASKS,
     DeadlineExceeded,
     InvalidRequest,
@@ -254,7 +254,8 @@ class Predictor:
         batching: BatchingOptions for each task's batcher.
         poll_seconds: how often to look for new versions (0: never, load once at start). A new
             version is loaded once its folder has been unchanged for one poll.
-        metrics: an object with NullMetrics's methods (serving.metrics.Metrics for Prometheus).
+        metrics: an object with NullMetrics's methods (serving.server.metrics.Metrics for
+            Prometheus).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """A load generator for a seq2seq server: N concurrent clients, K texts per request (1).
 
-    python -m serving.loadgen --target localhost:50051 --clients 32 --seconds 10 \
+    python -m serving.bench.loadgen --target localhost:50051 --clients 32 --seconds 10 \
         --task translate --texts-file sentences.txt
 
 Each client is a thread with its own channel, sending the texts of the file in turn (each
@@ -100,7 +100,7 @@ def run_load(
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m serving.loadgen", description=__doc__.split("\n")[0]
+        prog="python -m serving.bench.loadgen", description=__doc__.split("\n")[0]
     )
     p.add_argument("--target", default="localhost:50051")
     p.add_argument("--clients", type=int, default=8)

@@ -8,7 +8,7 @@ In one run, for each task with an exported model:
       before and after (b) and (c), and the mean taken, since this machine's speed drifts
       within minutes;
   (b) the gRPC server (`python -m serving`, dynamic batching on) loaded by 1, 8 and 32
-      concurrent clients in a separate process (`serving.loadgen`, one text per request, or
+      concurrent clients in a separate process (`serving.bench.loadgen`, one text per request, or
       `--texts-per-request`), sentences/s and p50/p90/p99 latency,
 and the ratio (b)/(a). Texts are the test split prepared by `make data` (or --texts-file).
 Targets: ratio ≥ 0.8 at 32 clients; p50 ≤ 20 ms for one sentence, greedy, 1 client (judged
@@ -36,9 +36,9 @@ import threading
 import time
 from pathlib import Path
 
-from serving.batching import BatchingOptions
-from serving.config import ServerSection, parse_threads
-from serving.errors import Limits
+from serving.server.batching import BatchingOptions
+from serving.server.config import ServerSection, parse_threads
+from serving.server.errors import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLITS = {
@@ -90,7 +90,7 @@ def in_process(
 ) -> dict:
     """Sentences/s of the exported model called directly on batches of `batch` texts by
     `callers` threads at once (as the server's batcher threads call it)."""
-    from serving.predictor import LoadedModel
+    from serving.server.predictor import LoadedModel
 
     model = LoadedModel(model_path)
     model.warm_up()
@@ -145,8 +145,8 @@ class NullPredictor:
 
 def serve_null(port: int) -> None:
     """Runs the gRPC server on `port` with NullPredictor until killed."""
-    from serving import config as serving_config
-    from serving.server import build_server
+    from serving.server import config as serving_config
+    from serving.server.main import build_server
 
     server, bound, _ = build_server(
         NullPredictor(), serving_config.load(None, {"server.port": port})
@@ -192,10 +192,10 @@ class _Server:
 
 
 def _load(port: int, n: int, task: str, texts_path: Path, seconds: float, k: int = 1) -> dict:
-    """`serving.loadgen` with n clients, k texts per request, against 127.0.0.1:port, in a
+    """`serving.bench.loadgen` with n clients, k texts per request, against 127.0.0.1:port, in a
     child process."""
     out = subprocess.run(
-        [sys.executable, "-m", "serving.loadgen", "--target", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "serving.bench.loadgen", "--target", f"127.0.0.1:{port}",
          "--clients", str(n), "--seconds", str(seconds), "--task", task,
          "--texts-file", str(texts_path), "--texts-per-request", str(k)],
         capture_output=True, text=True, cwd=ROOT, timeout=seconds * 4 + 120,
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from serving.predictor import set_tf_threads, versions
+    from serving.server.predictor import set_tf_threads, versions
 
     try:
         batching = BatchingOptions(threads=args.batch_threads)

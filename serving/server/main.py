@@ -1,8 +1,9 @@
 """The gRPC server: predictor (batching, hot reload) + servicer + health + reflection, with
 optional TLS, bearer-token auth and a Prometheus endpoint; drains in-flight rpcs on SIGTERM.
 
-Settings: `--config serving.yaml` (see serving/config.example.yaml), then the flags below; the
-token comes from `--token-file` or the SEQ2SEQ_TOKEN environment variable, never from a flag.
+Settings: `--config serving.yaml` (see serving/server/config.example.yaml), then the flags
+below; the token comes from `--token-file` or the SEQ2SEQ_TOKEN environment variable, never
+from a flag.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from serving import config as serving_config
-from serving.security import TokenAuth, read_token, server_credentials
-from serving.servicer import Seq2SeqServicer
+from serving.server import config as serving_config
+from serving.server.security import TokenAuth, read_token, server_credentials
+from serving.server.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
 from serving.v1 import seq2seq_pb2_grpc as pb_grpc
 
@@ -141,11 +142,11 @@ def check_port(host: str, port: int, what: str = "") -> None:
 
 def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
     check_settings(cfg)
-    from serving.predictor import set_tf_threads
+    from serving.server.predictor import set_tf_threads
 
     set_tf_threads(cfg.server.tf_threads, cfg.batching)
-    from serving.metrics import Metrics
-    from serving.predictor import Predictor
+    from serving.server.metrics import Metrics
+    from serving.server.predictor import Predictor
 
     metrics = Metrics() if cfg.metrics.port >= 0 else None
     predictor = Predictor(
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
         prog="python -m serving",
         description=__doc__.split("\n\n")[0].replace("\n", " "),
     )
-    p.add_argument("--config", help="serving YAML config (see serving/config.example.yaml)")
+    p.add_argument("--config", help="serving YAML config (see serving/server/config.example.yaml)")
     p.add_argument(
         "--check",
         action="store_true",

@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
-from serving.errors import Overloaded
+from serving.server.errors import Overloaded
 
 
 def _default_threads() -> dict[str, int]:

@@ -9,7 +9,7 @@ import logging
 
 import grpc
 
-from serving.errors import (
+from serving.server.errors import (
     DeadlineExceeded,
     InvalidRequest,
     ModelUnavailable,
@@ -44,7 +44,7 @@ def _time_left(context) -> float | None:
 
 
 class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
-    """Adapts `predictor` (see serving.predictor.Predictor) to the Seq2SeqService rpcs."""
+    """Adapts `predictor` (see serving.server.predictor.Predictor) to the Seq2SeqService rpcs."""
 
     def __init__(self, predictor):
         self.predictor = predictor

@@ -1,0 +1,126 @@
+"""The package modules import each other without a circle, and each side imports only what it
+may: low-level helpers nothing above them, the client no TensorFlow."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("seq2seq", "serving")
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name → file, for every module of the two packages (generated code too)."""
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules that `path` imports anywhere in it (function bodies too: a lazy
+    import is still an edge), each resolved to the module it names."""
+    out = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from a import b` imports module a.b when there is one, else a name of a
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                for alias in node.names
+            ]
+        else:
+            continue
+        out.update(t for t in targets if t in known and t != name)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    return {name: imports_of(name, path, set(files)) for name, path in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_finder_sees_the_real_imports():
+    graph = import_graph()
+    # a few edges that exist, direct and lazy, absolute and package re-exports
+    assert "seq2seq.bptt" in graph["seq2seq.layers.simple_rnn"]
+    assert "seq2seq.cluster" in graph["seq2seq.files"]
+    assert "seq2seq.layers.simple_rnn" in graph["seq2seq.layers"]
+    assert "seq2seq.tasks.translation" in graph["seq2seq.__main__"]  # imported in a function
+    assert "serving.v1.seq2seq_pb2" in graph["serving.client.client"]
+    # and the finder finds a circle when there is one
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_circle_in_the_packages():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " → ".join(cycle)
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_low_level_modules_import_nothing_above_them():
+    graph = import_graph()
+    # files, cluster and config are used by everything: they import no model, training or task
+    for low in ("seq2seq.files", "seq2seq.cluster", "seq2seq.config", "seq2seq.bptt"):
+        above = {
+            m
+            for m in reachable(graph, low)
+            if m.startswith(("seq2seq.training", "seq2seq.tasks", "seq2seq.models", "serving"))
+        }
+        assert not above, f"{low} imports {sorted(above)}"
+
+
+def test_the_client_side_imports_only_the_client_and_the_generated_code():
+    graph = import_graph()
+    for module in ("serving.client", "serving.client.cli"):
+        reach = reachable(graph, module)
+        assert reach <= {
+            "serving.client",
+            "serving.client.client",
+            "serving.v1",
+            "serving.v1.seq2seq_pb2",
+            "serving.v1.seq2seq_pb2_grpc",
+        }, sorted(reach)

@@ -10,6 +10,10 @@ Resumable: the checkpoint holds the weights, the optimizer, the step and the pos
 epoch; batch order is a function of (seed, epoch), so a killed run that is started again
 continues exactly where its last checkpoint was. Keras's `fit()` is not used: it is broken under
 MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+Read it in parts: `make_train_step` (the step), `RunState` and `RunCheckpoints` (checkpoint and
+resume), `Validation` (the evaluation hook: best weights, early stopping), `TensorBoardLog`, and
+`train`, the loop that ties them together.
 """
 
 from __future__ import annotations

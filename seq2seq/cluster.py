@@ -7,19 +7,18 @@ import json
 import os
 
 
-def cluster_spec() -> dict:
-    """TF_CONFIG's `cluster` mapping ({} when unset)."""
-    return json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+def _tf_config() -> dict:
+    return json.loads(os.environ.get("TF_CONFIG", "{}"))
 
 
 def num_workers() -> int:
-    """Workers and chief named in TF_CONFIG (1 without it)."""
-    cluster = cluster_spec()
+    """Workers and chief named in TF_CONFIG (1 without it): more than 1 means a cluster."""
+    cluster = _tf_config().get("cluster", {})
     return max(len(cluster.get("worker", [])) + len(cluster.get("chief", [])), 1)
 
 
 def worker_info() -> tuple[int, int]:
     """(this worker's index, number of workers) from TF_CONFIG; (0, 1) without it."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    config = _tf_config()
     workers = len(config.get("cluster", {}).get("worker", [])) or 1
     return int(config.get("task", {}).get("index", 0)), workers

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from seq2seq.config import ConfigError, load_config
 
@@ -49,37 +48,37 @@ def _task_module(task: str):
     return module
 
 
-def _load_export(path: str, task: str):
-    """An exported version folder, loaded as the server loads it (TensorFlow + SentencePiece)."""
-    from serving.server.predictor import LoadedModel
+def _runner(args, cfg):
+    """The texts' runner: the exported version `--model`, else the run's trained model."""
+    if args.model:
+        from seq2seq.inference import ExportedModel
 
-    if not (Path(path) / "assets.extra" / "metadata.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not an exported model (no assets.extra/metadata.json): give a version "
-            f"folder such as models/{task}/1"
-        )
-    model = LoadedModel(Path(path))
-    if model.task != task:
-        raise ValueError(f"{path} is a {model.task} model, not a {task} one")
-    return model
+        return ExportedModel(args.model, cfg.task).runner
+    return _task_module(cfg.task).load_trained(cfg)
 
 
 def _read_texts(texts: list[str]) -> list[str]:
     """The texts given as arguments, else the non-blank lines of standard input; as the server
-    does, a blank text is an error rather than a guess."""
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise ValueError(f"text {i + 1} is empty or only whitespace")
+    does, a blank text or a control character is an error rather than a guess."""
+    from seq2seq.export_format import check_text
+
     if not texts:
         for number, raw in enumerate(sys.stdin.buffer, 1):
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 raise ValueError(f"standard input line {number} is not valid UTF-8") from None
-            texts += [line] if line.strip() else []
-    if not texts:
-        raise ValueError("no texts given: pass them as arguments, or one per line on stdin")
-    return texts
+            if line.strip():
+                texts.append(check_text(line, f"standard input line {number}"))
+        if not texts:
+            raise ValueError("no texts given: pass them as arguments, or one per line on stdin")
+        return texts
+    return [check_text(text, f"text {i + 1}") for i, text in enumerate(texts)]
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="an exported version folder instead of the run")
+    p.add_argument("--json", action="store_true", help="one JSON object per text, full scores")
 
 
 def main(argv=None) -> int:
@@ -107,14 +106,16 @@ def main(argv=None) -> int:
         "--beam-size",
         type=int,
         default=None,
-        help="beam width; 1 is greedy (default: eval.beam_size)",
+        help="beam width; 1 is greedy (default: the model's, eval.beam_size when trained)",
     )
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per text, at most the beam")
-    p.add_argument("--model", default=None, help="an exported version folder instead of the run")
+    p.add_argument("--max-length", type=int, default=None, help="longest output in tokens")
+    p.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha, beam only")
+    _model_options(p)
     p = sub.add_parser("classify", help="classify texts (arguments, or stdin lines)")
     _common(p, task_choice=False)
     p.add_argument("texts", nargs="*", help="texts (default: one per stdin line)")
-    p.add_argument("--model", default=None, help="an exported version folder instead of the run")
+    _model_options(p)
     args = parser.parse_args(argv)
 
     from seq2seq.data import DataError
@@ -144,47 +145,31 @@ def main(argv=None) -> int:
             _task_module(cfg.task).run_export(cfg, repo)
         elif args.command == "translate":
             cfg = _config(args, "translate")
-            from seq2seq.tasks import translation
-
             texts = _read_texts(args.texts)
-            k = cfg.eval.beam_size if args.beam_size is None else args.beam_size
-            if k < 1:
-                raise ValueError(f"--beam-size must be ≥ 1 (1 is greedy), got {k}")
-            if not 1 <= args.n_best <= k:
-                raise ValueError(f"--n-best must be in [1, beam size {k}], got {args.n_best}")
-            if args.model:
-                model = _load_export(args.model, "translate")
-                d = model.describe()
-                results = model.translate(
-                    texts, k, args.n_best, d["default_max_length"], d["default_length_penalty"]
-                )
-            else:
-                results = translation.load_trained(cfg).translate(
-                    texts,
-                    beam_size=k,
-                    max_length=cfg.eval.max_length,
-                    length_penalty=cfg.eval.length_penalty,
-                    n_best=args.n_best,
-                )
-            for hyps in results:
-                if args.n_best == 1:
-                    print(hyps[0][0])
+            results = _runner(args, cfg).translate(
+                texts,
+                beam_size=args.beam_size,
+                n_best=args.n_best,
+                max_length=args.max_length,
+                length_penalty=args.length_penalty,
+            )
+            for text, hyps in zip(texts, results, strict=True):
+                if args.json:
+                    out = {"source": text, "hypotheses": [h._asdict() for h in hyps]}
+                    print(json.dumps(out, ensure_ascii=False))
+                elif args.n_best == 1:
+                    print(hyps[0].text)
                 else:
-                    print(" ||| ".join(f"{t} ({s:.3f})" for t, s in hyps))
+                    print(" ||| ".join(f"{h.text} ({h.score:.3f})" for h in hyps))
         elif args.command == "classify":
             cfg = _config(args, "classify")
-            from seq2seq.tasks import classification
-
             texts = _read_texts(args.texts)
-            if args.model:
-                results = [
-                    (label, dict(probs))
-                    for label, probs in _load_export(args.model, "classify").classify(texts)
-                ]
-            else:
-                results = classification.load_trained(cfg).classify(texts)
-            for label, probs in results:
-                print(f"{label}\t" + " ".join(f"{k}={v:.3f}" for k, v in probs.items()))
+            for text, (label, probs) in zip(texts, _runner(args, cfg).classify(texts), strict=True):
+                if args.json:
+                    out = {"text": text, "label": label, "probabilities": probs}
+                    print(json.dumps(out, ensure_ascii=False))
+                else:
+                    print(f"{label}\t" + " ".join(f"{k}={v:.3f}" for k, v in probs.items()))
     except (ConfigError, DataError, OSError, RunInUse, TrainingDiverged, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from seq2seq import export_format as fmt
+
 PRESETS = Path(__file__).parent / "presets"
 TASKS = ("translate", "classify")
 # The corpora `make data` fetches, per task (seq2seq.data.sources holds where from).
@@ -102,9 +104,11 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    beam_size: int = 5  # beam width for evaluation and `translate`
-    length_penalty: float = 0.6  # GNMT length penalty alpha (0: none)
-    max_length: int = 48  # longest output in tokens
+    # Decoding: the "beam" evaluation's width, and the defaults of `translate` and of the export
+    # (the server and the client use the export's): see seq2seq.export_format.Decoding.
+    beam_size: int = fmt.DEFAULT_BEAM_SIZE  # beam width; 1 is greedy search
+    length_penalty: float = fmt.DEFAULT_LENGTH_PENALTY  # GNMT length penalty alpha (0: none)
+    max_length: int = fmt.DEFAULT_MAX_LENGTH  # longest output in tokens
     eval_file: str | None = None  # TSV to evaluate instead of the test split
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from seq2seq.data.tokenizer import EOS, PAD, SOS
+from seq2seq.export_format import EOS, PAD, SOS
 
 
 def greedy_decode(model, source_ids, max_length):

@@ -32,43 +32,43 @@ def free_port():
         return s.getsockname()[1]
 
 
+def translate_overrides(root: Path) -> list[str]:
+    """The tiny translation run of the serving tests (its data file written under `root`)."""
+    data = root / "pairs.tsv"
+    data.write_text("".join(f"{en}\t{es}\tx\n" for en, es in PAIRS))
+    return [
+        f"data.dir={root / 'prepared'}",
+        f"train.run_dir={root / 'runs'}",
+        f"data.data_file={data}",
+        "data.valid_fraction=0",
+        "data.test_fraction=0",
+        "train.max_steps=250",
+        "model.attention=luong",
+    ]
+
+
+def classify_overrides(root: Path) -> list[str]:
+    """The tiny classification run of the serving tests (its data file written under `root`)."""
+    data = root / "reviews.tsv"
+    data.write_text("".join(f"{label}\t{text}\n" for label, text in REVIEWS))
+    return [
+        f"data.dir={root / 'prepared'}",
+        f"train.run_dir={root / 'runs'}",
+        f"data.data_file={data}",
+        "train.max_steps=150",
+    ]
+
+
 def export_models(root: Path, tasks=("translate", "classify")) -> Path:
+    """Trains the tiny runs under `root` and exports them as version 1 into `root`/models."""
     models = root / "models"
-    if "translate" in tasks:
-        data = root / "pairs.tsv"
-        data.write_text("".join(f"{en}\t{es}\tx\n" for en, es in PAIRS))
-        cfg = load_config(
-            "translate",
-            "tiny",
-            overrides=[
-                f"data.dir={root / 'prepared'}",
-                f"train.run_dir={root / 'runs'}",
-                f"data.data_file={data}",
-                "data.valid_fraction=0",
-                "data.test_fraction=0",
-                "train.max_steps=250",
-                "model.attention=luong",
-            ],
-        )
+    for task in tasks:
+        module = translation if task == "translate" else classification
+        overrides = (translate_overrides if task == "translate" else classify_overrides)(root)
+        cfg = load_config(task, "tiny", overrides=overrides)
         prepare(cfg)
-        translation.run_training(cfg, progress=False)
-        translation.run_export(cfg, models / "translate")
-    if "classify" in tasks:
-        data = root / "reviews.tsv"
-        data.write_text("".join(f"{label}\t{text}\n" for label, text in REVIEWS))
-        cfg = load_config(
-            "classify",
-            "tiny",
-            overrides=[
-                f"data.dir={root / 'prepared'}",
-                f"train.run_dir={root / 'runs'}",
-                f"data.data_file={data}",
-                "train.max_steps=150",
-            ],
-        )
-        prepare(cfg)
-        classification.run_training(cfg, progress=False)
-        classification.run_export(cfg, models / "classify")
+        module.run_training(cfg, progress=False)
+        module.run_export(cfg, models / task)
     return models
 
 

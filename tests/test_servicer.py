@@ -36,7 +36,7 @@ class FakePredictor:
         self.calls.append(("classify", texts, {"model_version": model_version, "timeout": timeout}))
         if self.error:
             raise self.error
-        return [("pos", [("neg", 0.25), ("pos", 0.75)]) for _ in texts], 3
+        return [("pos", {"neg": 0.25, "pos": 0.75}) for _ in texts], 3
 
     def metadata(self, task=None):
         return [
@@ -50,6 +50,9 @@ class FakePredictor:
                 "target_vocab_size": 0,
                 "eval_scores": {"accuracy": 0.9},
                 "dataset": "toy",
+                "default_beam_size": 0,
+                "default_max_length": 0,
+                "default_length_penalty": 0.0,
             }
         ]
 

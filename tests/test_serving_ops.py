@@ -4,6 +4,7 @@
 import datetime
 import ipaddress
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -496,8 +497,10 @@ def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(mode
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(es for _, es in PAIRS) + "\n", encoding="utf-8")
     out = tmp_path / "bench.json"
+    # run from the repository, as `make bench-serve` runs it, with a relative --model-dir
+    model_dir = os.path.relpath(models, ROOT)
     run = subprocess.run(
-        [sys.executable, "-m", "serving.bench", "--model-dir", str(models), "--clients", "1,4",
+        [sys.executable, "-m", "serving.bench", "--model-dir", model_dir, "--clients", "1,4",
          "--seconds", "0.5", "--texts-file", str(texts), "--json", str(out),
          "--texts-per-request", "2"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
@@ -585,11 +588,12 @@ def test_load_generator_sends_k_texts_per_request_and_counts_texts():
     from serving.server import config as serving_config
     from serving.server.main import build_server
 
-    sizes = []
+    sizes, beams = [], set()
 
     class Recording(NullPredictor):
         def translate(self, texts, **options):
             sizes.append(list(texts))
+            beams.add(options["beam_size"])
             return super().translate(texts, **options)
 
     server, port, _ = build_server(Recording(), serving_config.load(None, {"server.port": 0}))
@@ -600,6 +604,7 @@ def test_load_generator_sends_k_texts_per_request_and_counts_texts():
     finally:
         server.stop(None)
     assert out["texts_per_request"] == 4 and out["errors"] == {}
+    assert beams == {1}  # greedy, as the in-process anchor
     assert out["requests"] > 0
     assert out["sentences_per_s"] == pytest.approx(out["requests"] * 4 / 0.5)
     assert {len(s) for s in sizes[2:]} == {4}  # after each client's one-text connect call
@@ -608,3 +613,28 @@ def test_load_generator_sends_k_texts_per_request_and_counts_texts():
         assert sent == [texts[(first + j) % 10] for j in range(4)]
     with pytest.raises(ValueError, match="texts_per_request must be ≥ 1"):
         run_load(f"127.0.0.1:{port}", texts, 1, 0.1, texts_per_request=0)
+
+
+def test_load_generator_stops_with_the_reason_when_a_client_cannot_start(tmp_path, capsys):
+    # a client whose first request failed used to leave the others waiting for it forever
+    from serving.bench import loadgen
+    from serving.bench.throughput import NullPredictor
+    from serving.server import config as serving_config
+    from serving.server.errors import ModelUnavailable
+    from serving.server.main import build_server
+
+    class Empty(NullPredictor):
+        def translate(self, texts, **options):
+            raise ModelUnavailable("no translate model is loaded")
+
+    server, port, _ = build_server(Empty(), serving_config.load(None, {"server.port": 0}))
+    server.start()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("hola\n")
+    try:
+        argv = ["--target", f"127.0.0.1:{port}", "--texts-file", str(texts), "--clients", "4"]
+        assert loadgen.main([*argv, "--seconds", "0.5"]) == 2
+    finally:
+        server.stop(None)
+    err = capsys.readouterr().err
+    assert "first request failed: UNAVAILABLE: no translate model is loaded" in err

@@ -11,8 +11,8 @@ from fresh import run_blocked
 from seq2seq.__main__ import main
 from seq2seq.config import load_config
 from seq2seq.data import prepare
-from seq2seq.data.tokenizer import EOS, PAD, SOS
 from seq2seq.decoding import beam_search, greedy_decode
+from seq2seq.export_format import EOS, PAD, SOS, pad
 from seq2seq.tasks import translation
 from seq2seq.training import weights_digest
 
@@ -67,7 +67,7 @@ def test_tiny_model_overfits_to_exact_greedy_and_beam_outputs(trained):
 
 def test_beam_size_one_equals_greedy(trained):
     _, _, decoder = trained
-    src = translation.pad([decoder.src_tok.encode(es) for _, es in PAIRS] + [[5, 6, 7, 8]])
+    src = pad([decoder.source.encode(es) for _, es in PAIRS] + [[5, 6, 7, 8]])
     g_ids, g_len, g_scores = greedy_decode(decoder.model, src, 20)
     b_ids, b_len, b_scores = beam_search(decoder.model, src, 1, 20, 0.0)
     np.testing.assert_array_equal(b_ids[:, 0, :], g_ids)
@@ -93,7 +93,7 @@ def test_beam_returns_sorted_distinct_n_best(trained):
         ({"beam_size": 2, "n_best": 3}, "n_best (3) must not exceed beam_size (2)"),
         ({"max_length": 0}, "max_length must be an integer ≥ 1, got 0"),
         ({"batch_size": -1}, "batch_size must be an integer ≥ 1, got -1"),
-        ({"beam_size": 2, "length_penalty": -0.5}, "length_penalty must be ≥ 0, got -0.5"),
+        ({"beam_size": 2, "length_penalty": -0.5}, "length_penalty must be a number ≥ 0, got -0.5"),
     ],
 )
 def test_translate_refuses_settings_it_cannot_honour(trained, options, message):
@@ -106,7 +106,7 @@ def test_translate_refuses_settings_it_cannot_honour(trained, options, message):
 
 def test_decoded_ids_end_with_eos_then_padding(trained):
     _, _, decoder = trained
-    src = translation.pad([decoder.src_tok.encode(es) for _, es in PAIRS])
+    src = pad([decoder.source.encode(es) for _, es in PAIRS])
     ids, lengths, _ = greedy_decode(decoder.model, src, 20)
     for row, n in zip(ids.numpy(), lengths.numpy(), strict=True):
         assert row[n - 1] == EOS and np.all(row[n:] == PAD) and SOS not in row
@@ -236,9 +236,7 @@ def test_export_reloads_in_a_tensorflow_and_sentencepiece_only_process(trained, 
     # a beam size below 1 is refused, not replaced by the default (0 used to become 5)
     for bad in ("0", "-3"):
         assert main(["translate", "--model", str(path), "--beam-size", bad, "Hola."]) == 2
-        assert (
-            capsys.readouterr().err == f"error: --beam-size must be ≥ 1 (1 is greedy), got {bad}\n"
-        )
+        assert capsys.readouterr().err == f"error: beam_size must be an integer ≥ 1, got {bad}\n"
     # a second export is a new version; the first is left untouched
     assert translation.run_export(cfg, tmp_path / "models" / "translate").name == "2"
 

@@ -12,16 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.data.tokenizer import EOS, PAD, SOS
-
-
-def pad(rows: Sequence[Sequence[int]], dtype=np.int32) -> np.ndarray:
-    """Right-pads integer rows with PAD to the longest row: (len(rows), max_len)."""
-    width = max((len(r) for r in rows), default=0)
-    out = np.full((len(rows), max(width, 1)), PAD, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
+from seq2seq.export_format import EOS, SOS, pad
 
 
 def teacher_forcing(target: Sequence[int]) -> tuple[list[int], list[int]]:

@@ -16,7 +16,6 @@ import io
 import json
 import re
 import tempfile
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -24,14 +23,10 @@ from tqdm import tqdm
 
 from seq2seq.config import Config
 from seq2seq.data.sources import SOURCES, DataError, read_member, sha256_of
+from seq2seq.export_format import normalize
 from seq2seq.files import replace_folder
 
 SPLITS = ("train", "valid", "test")
-
-
-def normalize(text: str) -> str:
-    """Unicode NFC and single spaces; strips the ends."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def _fraction(text: str, seed: int) -> float:

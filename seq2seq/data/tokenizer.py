@@ -1,4 +1,4 @@
-"""SentencePiece tokenizers with the project's fixed special ids: pad=0, unk=1, sos=2, eos=3."""
+"""SentencePiece tokenizers with the project's fixed special ids (seq2seq.export_format)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from unicodedata import normalize
 
 import sentencepiece as spm
 
+from seq2seq.export_format import EOS, PAD, SOS, UNK, output_ids
 from seq2seq.files import write_atomic
 
-PAD, UNK, SOS, EOS = 0, 1, 2, 3
+__all__ = ["EOS", "PAD", "SOS", "UNK", "Tokenizer"]
 
 
 class Tokenizer:
@@ -92,7 +93,5 @@ class Tokenizer:
         return self.sp.encode(texts)
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids]
-        if EOS in ids:
-            ids = ids[: ids.index(EOS)]
-        return self.sp.decode([i for i in ids if i > EOS])
+        """Text of decoded ids: up to the first EOS, special ids left out."""
+        return self.sp.decode(output_ids(ids))

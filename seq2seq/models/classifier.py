@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from seq2seq.data.tokenizer import PAD
+from seq2seq import export_format as fmt
+from seq2seq.export_format import PAD
 from seq2seq.layers import SimpleRNN
 
 
@@ -127,6 +128,15 @@ class Classifier(keras.Model):
 
     def call(self, token_ids, training=False):
         return self._head(self._states(token_ids, training), training)  # (B, C)
+
+    def serving_functions(self) -> dict:
+        """{signature name: (function, input signature)}: what `seq2seq.inference` calls and
+        `seq2seq.export` writes. `classify` returns {"probabilities": (B, C) float32}."""
+        ids = tf.TensorSpec([None, None], tf.int32, name="token_ids")
+        return {fmt.CLASSIFY: (self.serve_classify, [ids])}
+
+    def serve_classify(self, token_ids):
+        return {"probabilities": tf.nn.softmax(tf.cast(self(token_ids), tf.float32))}
 
     def _logits(self, token_ids, training, embedded=None):
         """float32 logits, optionally from given (e.g. perturbed) embeddings."""

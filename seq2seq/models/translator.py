@@ -6,7 +6,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from seq2seq.data.tokenizer import PAD
+from seq2seq import export_format as fmt
+from seq2seq.decoding import beam_search, greedy_decode
+from seq2seq.export_format import PAD
 from seq2seq.layers import LuongAttention, SimpleRNN
 
 
@@ -16,7 +18,9 @@ class Translator(keras.Model):
 
     Training runs both RNN stacks over whole sequences (teacher forcing: the decoder reads
     `<sos> y_1 … y_n` and predicts `y_1 … y_n <eos>`). Decoding (`seq2seq.decoding`) runs the
-    same weights one step at a time through each layer's cell, via `encode` and `step`.
+    same weights one step at a time through each layer's cell, via `encode` and `step`;
+    `serving_functions` are the graph functions built on it that inference calls and the
+    SavedModel exports.
 
     Args:
         source_vocab_size, target_vocab_size: SentencePiece vocabulary sizes.
@@ -135,6 +139,31 @@ class Translator(keras.Model):
             y, _ = self.attention(y[:, None, :], memory, memory_mask, keys=keys)
             y = y[:, 0, :]
         return self.projection(y), new_states
+
+    # --- serving: what `seq2seq.inference` calls and `seq2seq.export` writes ------------------
+
+    def serving_functions(self) -> dict:
+        """{signature name: (function, input signature)}: greedy and beam search on token ids.
+
+        Each returns {"ids", "lengths", "scores"} (see seq2seq.export_format.SIGNATURES).
+        """
+        ids = tf.TensorSpec([None, None], tf.int32, name="source_ids")
+        scalar = tf.TensorSpec([], tf.int32)
+        alpha = tf.TensorSpec([], tf.float32)
+        return {
+            fmt.GREEDY: (self.serve_greedy, [ids, scalar]),
+            fmt.BEAM: (self.serve_beam, [ids, scalar, scalar, alpha]),
+        }
+
+    def serve_greedy(self, source_ids, max_length):
+        ids, lengths, scores = greedy_decode(self, source_ids, max_length)
+        return {"ids": ids, "lengths": lengths, "scores": scores}
+
+    def serve_beam(self, source_ids, beam_size, max_length, length_penalty):
+        ids, lengths, scores = beam_search(self, source_ids, beam_size, max_length, length_penalty)
+        return {"ids": ids, "lengths": lengths, "scores": scores}
+
+    # --- training ---------------------------------------------------------------------------
 
     def compute_loss_sums(self, batch, training=False, label_smoothing=0.0):
         """(sum of token cross-entropies, number of target tokens) for one batch."""

@@ -10,17 +10,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import export_format as fmt
 from seq2seq.cluster import worker_info
 from seq2seq.config import Config
-from seq2seq.data import Batches, DataError, Tokenizer, classification_batch, pad, read_split
-from seq2seq.data.prepare import manifest_hash, normalize, read_test_split
+from seq2seq.data import Batches, DataError, Tokenizer, classification_batch, read_split
+from seq2seq.data.prepare import manifest_hash, read_test_split
 from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
 from seq2seq.files import one_training_per_run, write_atomic
+from seq2seq.inference import TextClassifier
 from seq2seq.models import Classifier
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
-MAX_TOKENS = 256  # longer texts are cut (also the exported model's documented limit)
+MAX_TOKENS = fmt.MAX_INPUT_TOKENS["classify"]  # longer texts are cut
 
 
 def tokenizer_and_labels(cfg: Config, train_if_missing: bool = True) -> tuple[Tokenizer, list]:
@@ -47,7 +49,7 @@ def encode(rows, tok: Tokenizer, labels: list[str]):
     if unknown:
         raise DataError(f"labels {unknown} do not occur in the training data {labels}")
     ids = tok.encode_batch([r[1] for r in rows])
-    return [(i[:MAX_TOKENS] or [1], index[r[0]]) for i, r in zip(ids, rows, strict=True)]
+    return [(i[:MAX_TOKENS] or [fmt.UNK], index[r[0]]) for i, r in zip(ids, rows, strict=True)]
 
 
 def build_model(cfg: Config, tok: Tokenizer, labels: list[str]) -> Classifier:
@@ -82,35 +84,6 @@ def make_batches(examples, cfg: Config, shuffle: bool, shard=(0, 1)) -> Batches:
     )
 
 
-class Predictor:
-    """Batched text → (label, {label: probability}) with a Classifier and its tokenizer."""
-
-    def __init__(self, model: Classifier, tok: Tokenizer, labels: list[str]):
-        self.model, self.tok, self.labels = model, tok, labels
-        self._probs = tf.function(
-            lambda ids: tf.nn.softmax(model(ids)),
-            input_signature=[tf.TensorSpec([None, None], tf.int32)],
-        )
-
-    def probabilities(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
-        out = np.zeros((len(texts), len(self.labels)), np.float32)
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            ids = pad([self.tok.encode(normalize(t))[:MAX_TOKENS] or [1] for t in chunk])
-            out[start : start + len(chunk)] = self._probs(ids).numpy()
-        return out
-
-    def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
-        probs = self.probabilities(texts)
-        return [
-            (
-                self.labels[int(p.argmax())],
-                {name: float(v) for name, v in zip(self.labels, p, strict=True)},
-            )
-            for p in probs
-        ]
-
-
 def class_weight_vector(examples, num_classes: int) -> tf.Tensor:
     counts = np.bincount([e[1] for e in examples], minlength=num_classes).astype(np.float64)
     weights = counts.sum() / (num_classes * np.maximum(counts, 1))
@@ -136,7 +109,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     train_ex = encode(read_split(cfg, "train"), tok, labels)
     valid_ex = encode(valid_rows, tok, labels) if valid_rows else train_ex[:256]
     model = init_model(cfg, tok, labels, strategy)
-    predictor = Predictor(model, tok, labels)
+    classifier = TextClassifier.from_model(model, tok, labels)
     valid_batches = make_batches(valid_ex, cfg, shuffle=False)
 
     def loss_kwargs(examples) -> dict:
@@ -149,7 +122,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         rows = valid_rows or []
         if not rows:
             return Evaluation(loss)
-        pred = predictor.probabilities([r[1] for r in rows]).argmax(1)
+        pred = classifier.probabilities([r[1] for r in rows]).argmax(1)
         truth = [labels.index(r[0]) for r in rows]
         return Evaluation(loss, 100.0 * float(np.mean(pred == np.array(truth))), "accuracy")
 
@@ -172,13 +145,13 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     )
 
 
-def load_trained(cfg: Config, which: str = "best") -> Predictor:
+def load_trained(cfg: Config, which: str = "best") -> TextClassifier:
     """The trained classifier: its best weights, or its latest checkpoint (`which="ckpt"`)."""
     cfg.check_run_dir(loading=True)
     tok, labels = tokenizer_and_labels(cfg, train_if_missing=False)
     model = build_model(cfg, tok, labels)
     restore_weights(model, cfg.run_dir, which)
-    return Predictor(model, tok, labels)
+    return TextClassifier.from_model(model, tok, labels)
 
 
 def read_eval_file(path: str) -> list[tuple[str, str]]:
@@ -198,7 +171,7 @@ def read_eval_file(path: str) -> list[tuple[str, str]]:
             continue  # header
         if not cols[0].strip() or not cols[1].strip():
             raise DataError(f"{path}:{lineno}: an empty label or text")
-        rows.append((cols[0].strip(), normalize(cols[1])))
+        rows.append((cols[0].strip(), fmt.normalize(cols[1])))
     if not rows:
         raise DataError(f"{path}: no examples to evaluate (the file is empty)")
     return rows
@@ -226,13 +199,13 @@ def run_evaluation(cfg: Config) -> dict:
         rows, where = read_eval_file(cfg.eval.eval_file), cfg.eval.eval_file
     else:
         rows, where = read_test_split(cfg), "test split"
-    predictor = load_trained(cfg)
-    labels = predictor.labels
+    classifier = load_trained(cfg)
+    labels = classifier.labels
     unknown = sorted({r[0] for r in rows} - set(labels))
     if unknown:
         raise DataError(f"{where}: labels {unknown} are not among the model's {labels}")
     start = time.time()
-    probs = predictor.probabilities([r[1] for r in rows])
+    probs = classifier.probabilities([r[1] for r in rows])
     rnn = classification_scores(
         [labels.index(r[0]) for r in rows], [int(i) for i in probs.argmax(1)], labels
     )
@@ -259,6 +232,14 @@ def run_evaluation(cfg: Config) -> dict:
             print(f"{name:<22} {100 * r['accuracy']:8.2f}% {r['macro_f1']:9.4f}")
     print(_per_class_table(rnn, labels))
     write_atomic(cfg.run_dir / "eval.json", json.dumps(results, indent=2))
+    lines = (
+        json.dumps(
+            {"text": r[1], "label": labels[int(p.argmax())], "probabilities": p.tolist()},
+            ensure_ascii=False,
+        )
+        for r, p in zip(rows, probs, strict=True)
+    )
+    write_atomic(cfg.run_dir / "predictions.jsonl", "".join(f"{x}\n" for x in lines))
     return results
 
 
@@ -285,37 +266,25 @@ def _per_class_table(scores: dict, labels: list[str]) -> str:
 
 
 def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:
-    predictor = load_trained(cfg)
-    model = predictor.model
-
-    def classify(token_ids):
-        return {"probabilities": tf.nn.softmax(model(token_ids))}
-
+    classifier = load_trained(cfg)
     eval_path = cfg.run_dir / "eval.json"
-    metadata = {
-        "task": "classify",
-        "dataset": cfg.corpus,
-        "labels": predictor.labels,
-        "vocab_size": predictor.tok.vocab_size,
-        "special_ids": {"pad": 0, "unk": 1, "sos": 2, "eos": 3},
-        "max_tokens": MAX_TOKENS,
-        "config": cfg.to_dict(),
-        "data_manifest_sha256": manifest_hash(cfg)
+    metadata = fmt.classification_metadata(
+        classifier.labels,
+        classifier.tokenizer.vocab_size,
+        dataset=cfg.corpus,
+        config=cfg.to_dict(),
+        data_manifest_sha256=manifest_hash(cfg)
         if (cfg.data_dir / "manifest.json").exists()
         else None,
-        "eval": json.loads(eval_path.read_text()) if eval_path.exists() else {},
-        "signatures": {
-            "classify": "(token_ids int32 [B,T]) -> probabilities float32 [B,C] "
-            "in the order of `labels`"
-        },
-    }
+        eval=json.loads(eval_path.read_text()) if eval_path.exists() else {},
+    )
     path = write_version(
         Path(repository),
-        model,
-        {"classify": (classify, [tf.TensorSpec([None, None], tf.int32, name="token_ids")])},
+        classifier.model,
+        classifier.model.serving_functions(),
         {
-            "tokenizer.spm": predictor.tok.model_proto,
-            "labels.json": json.dumps(predictor.labels).encode(),
+            fmt.TOKENIZER_SPM: classifier.tokenizer.model_proto,
+            fmt.LABELS_FILE: json.dumps(classifier.labels).encode(),
         },
         metadata,
     )

@@ -54,12 +54,26 @@ def run_load(
     start_at = time.monotonic() + warmup
     end_at = start_at + seconds
     ready = threading.Barrier(clients + 1)
+    failed: list[str] = []  # why a client could not start
 
     def client(i: int) -> None:
         with Client(target, retries=0, **client_options) as c:
-            call = c.translate if task == "translate" else c.classify
-            call([texts[i % len(texts)]])  # connect before the clock starts
-            ready.wait()
+            if task == "translate":  # greedy, as the in-process anchor of `serving.bench`
+
+                def call(texts):
+                    return c.translate(texts, beam_size=1)
+            else:
+                call = c.classify
+            try:
+                call([texts[i % len(texts)]])  # connect before the clock starts
+            except Exception as err:  # reported by the caller, not lost in this thread
+                failed.append(f"client {i}'s first request failed: {err}")
+                ready.abort()  # the others (and the caller) stop waiting
+                return
+            try:
+                ready.wait()
+            except threading.BrokenBarrierError:
+                return
             n = i * 7919  # each client walks the texts from its own offset
             while True:
                 sent = time.monotonic()
@@ -79,7 +93,12 @@ def run_load(
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
-    ready.wait()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        for t in threads:
+            t.join()
+        raise RuntimeError(failed[0] if failed else "a client failed to start") from None
     for t in threads:
         t.join()
     every = sorted(x for per_client in latencies for x in per_client)
@@ -123,18 +142,22 @@ def main(argv=None) -> int:
         p.error(f"cannot read --texts-file {args.texts_file}: {getattr(err, 'strerror', err)}")
     if not texts:
         p.error(f"{args.texts_file} has no texts")
-    summary = run_load(
-        args.target,
-        texts,
-        args.clients,
-        args.seconds,
-        args.task,
-        args.warmup,
-        args.texts_per_request,
-        timeout=60,
-        token=args.token,
-        tls_ca=args.tls_ca,
-    )
+    try:
+        summary = run_load(
+            args.target,
+            texts,
+            args.clients,
+            args.seconds,
+            args.task,
+            args.warmup,
+            args.texts_per_request,
+            timeout=60,
+            token=args.token,
+            tls_ca=args.tls_ca,
+        )
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(summary), flush=True)
     return 0
 

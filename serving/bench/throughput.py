@@ -40,7 +40,7 @@ from serving.server.batching import BatchingOptions
 from serving.server.config import ServerSection, parse_threads
 from serving.server.errors import Limits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 TEST_SPLITS = {
     "translate": ("data/prepared/translate/tatoeba_spa_eng/test.tsv", "source"),
     "classify": ("data/prepared/classify/sentiment/test.tsv", "text"),
@@ -90,17 +90,19 @@ def in_process(
 ) -> dict:
     """Sentences/s of the exported model called directly on batches of `batch` texts by
     `callers` threads at once (as the server's batcher threads call it)."""
-    from serving.server.predictor import LoadedModel
+    from seq2seq.inference import ExportedModel
 
-    model = LoadedModel(model_path)
+    model = ExportedModel(model_path)
     model.warm_up()
-    max_length = model.describe()["default_max_length"]
+    runner = model.runner
+    if model.task == "translate":
+        greedy = runner.defaults.override(beam_size=1)  # as the load generator asks
 
     def call(chunk):
         if model.task == "translate":
-            model.translate(chunk, 1, 1, max_length, 0.0)
+            runner.run(chunk, greedy, batch_size=None)
         else:
-            model.classify(chunk)
+            runner.classify(chunk, batch_size=None)
 
     for i in range(3):  # warm up on real lengths
         call(texts[i * batch : (i + 1) * batch] or texts[:batch])
@@ -137,7 +139,7 @@ class NullPredictor:
         return [[(text, 0.0)] for text in texts], 0
 
     def classify(self, texts, **_options):
-        return [("pos", [("neg", 0.25), ("pos", 0.75)]) for _ in texts], 0
+        return [("pos", {"neg": 0.25, "pos": 0.75}) for _ in texts], 0
 
     def metadata(self, task=None):
         return []
@@ -264,11 +266,12 @@ def main(argv=None) -> int:
             p.error(f"{flag} must be ≥ {least}, got {value}")
     if args.texts_file and not os.path.isfile(args.texts_file):
         p.error(f"--texts-file {args.texts_file}: no such file")
-    model_dir = Path(args.model_dir)
+    model_dir = Path(args.model_dir).resolve()  # the server child runs from the repository
 
     import tensorflow as tf
 
-    from serving.server.predictor import set_tf_threads, versions
+    from seq2seq.export_format import versions
+    from serving.server.predictor import set_tf_threads
 
     try:
         batching = BatchingOptions(threads=args.batch_threads)

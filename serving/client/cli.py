@@ -110,7 +110,10 @@ def main(argv=None) -> int:
         help="source texts in the served model's language (default: one per standard input line)",
     )
     t.add_argument(
-        "--beam-size", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
+        "--beam-size",
+        type=int,
+        default=None,
+        help="beam width; 1 decodes greedily (default: the model's, see `info`)",
     )
     t.add_argument(
         "--n-best", type=int, default=1, help="hypotheses per text, at most the beam width"

@@ -131,16 +131,19 @@ class Client:
     def translate(
         self,
         texts: Sequence[str],
-        beam_size: int = 1,
+        beam_size: int | None = None,
         n_best: int = 1,
         max_length: int | None = None,
         length_penalty: float | None = None,
         model_version: int | None = None,
     ) -> list[TranslationResult]:
-        """One result per text, in order."""
+        """One result per text, in order. Settings left None are the model's (its
+        `default_*` in `metadata()`: the ones its published scores were measured with)."""
         if isinstance(texts, str):
             texts = [texts]
-        request = pb.TranslateRequest(texts=list(texts), beam_size=beam_size, n_best=n_best)
+        request = pb.TranslateRequest(texts=list(texts), n_best=n_best)
+        if beam_size is not None:
+            request.beam_size = beam_size
         if max_length is not None:
             request.max_length = max_length
         if length_penalty is not None:
@@ -195,6 +198,9 @@ class Client:
                     "target_vocab_size": m.target_vocab_size,
                     "eval_scores": dict(m.eval_scores),
                     "dataset": m.dataset,
+                    "default_beam_size": m.default_beam_size,
+                    "default_max_length": m.default_max_length,
+                    "default_length_penalty": round(m.default_length_penalty, 6),
                 }
                 for m in r.models
             ],

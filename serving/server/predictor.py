@@ -1,27 +1,27 @@
 """The predictor: loads exported models, batches requests, reloads new versions. No gRPC.
 
-It uses TensorFlow and SentencePiece only (not the `seq2seq` training package): an export is a
-SavedModel plus `assets.extra/` (tokenizers, metadata), kept in a TF-Serving-style repository
-`<model_dir>/<task>/<version>/`. The newest complete version of each task is served; a watcher
-thread polls the repository and swaps in a newer version (loaded and warmed up first) while the
-old one finishes the requests already given to it, then lets it go.
+An export is a SavedModel plus `assets.extra/` (tokenizers, metadata), kept in a
+TF-Serving-style repository `<model_dir>/<task>/<version>/`; `seq2seq.inference.ExportedModel`
+loads one and runs texts through it exactly as evaluation and the CLI do (TensorFlow and
+SentencePiece only: no Keras, nothing from training). The newest complete version of each task
+is served; a watcher thread polls the repository and swaps in a newer version (loaded and warmed
+up first) while the old one finishes the requests already given to it, then lets it go.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import threading
-import unicodedata
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
-import sentencepiece as spm
 import tensorflow as tf
 
+from seq2seq import export_format as fmt
+from seq2seq.inference import ExportedModel
 from serving.server.batching import Batcher, BatchingOptions
 from serving.server.errors import (
     TASKS,
@@ -32,20 +32,7 @@ from serving.server.errors import (
     VersionNotFound,
 )
 
-PAD, UNK, SOS, EOS = 0, 1, 2, 3
 log = logging.getLogger("seq2seq.serving")
-
-
-class _NoGradientWarning(logging.Filter):
-    """Exports leave out custom gradients on purpose (serving needs none, and loading them
-    would register every version's functions in a global registry forever); TensorFlow warns
-    about it at each load."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "unsaved custom gradients" not in record.getMessage()
-
-
-logging.getLogger("absl").addFilter(_NoGradientWarning())
 
 
 def set_tf_threads(per_call: int, batching: BatchingOptions) -> None:
@@ -63,155 +50,22 @@ def set_tf_threads(per_call: int, batching: BatchingOptions) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(max(2, calls_at_once))
 
 
-def versions(repository: Path) -> list[int]:
-    """The complete numeric versions in a repository, oldest first.
-
-    A version is a folder named by a number holding saved_model.pb and
-    assets.extra/metadata.json; anything else (e.g. `.tmp-7`, still being written) is skipped.
-    """
-    if not repository.is_dir():
-        return []
-    found = []
-    for p in repository.iterdir():
-        if (
-            p.name.isdigit()
-            and (p / "saved_model.pb").exists()
-            and (p / "assets.extra" / "metadata.json").exists()
-        ):
-            found.append(int(p.name))
-    return sorted(found)
-
-
-def _pad(rows: list[list[int]]) -> np.ndarray:
-    width = max(1, max(len(r) for r in rows))
-    out = np.zeros((len(rows), width), np.int32)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
-class LoadedModel:
-    """One exported version: the SavedModel, its tokenizers and metadata."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        extra = self.path / "assets.extra"
-        self.metadata = json.loads((extra / "metadata.json").read_text())
-        self.task = self.metadata["task"]
-        # The folder name is the version (as in TF Serving): a copied export takes its new name.
-        self.version = int(self.path.name) if self.path.name.isdigit() else 0
-        self.module = tf.saved_model.load(str(self.path))
-        self._description = None
-        if self.task == "translate":
-            self.source = spm.SentencePieceProcessor(model_file=str(extra / "source.spm"))
-            self.target = spm.SentencePieceProcessor(model_file=str(extra / "target.spm"))
-            self.max_input_tokens = int(self.metadata.get("max_source_tokens", 200))
-        else:
-            self.source = spm.SentencePieceProcessor(model_file=str(extra / "tokenizer.spm"))
-            self.labels = list(self.metadata["labels"])
-            self.max_input_tokens = int(self.metadata.get("max_tokens", 256))
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return _pad([ids[: self.max_input_tokens] or [UNK] for ids in self.source.encode(texts)])
-
-    def decode(self, ids) -> str:
-        ids = [int(i) for i in ids]
-        if EOS in ids:
-            ids = ids[: ids.index(EOS)]
-        return self.target.decode([i for i in ids if i > EOS])
-
-    def translate(self, texts, beam_size, n_best, max_length, length_penalty):
-        src = tf.constant(self.encode(texts))
-        if beam_size == 1:
-            out = self.module.translate_greedy(src, tf.constant(max_length, tf.int32))
-            ids, scores = out["ids"].numpy()[:, None], out["scores"].numpy()[:, None]
-        else:
-            out = self.module.translate_beam(
-                src,
-                tf.constant(beam_size, tf.int32),
-                tf.constant(max_length, tf.int32),
-                tf.constant(length_penalty, tf.float32),
-            )
-            ids, scores = out["ids"].numpy(), out["scores"].numpy()
-        return [
-            [(self.decode(ids[i, j]), float(scores[i, j])) for j in range(n_best)]
-            for i in range(len(texts))
-        ]
-
-    def classify(self, texts):
-        probs = self.module.classify(tf.constant(self.encode(texts)))["probabilities"].numpy()
-        return [
-            (
-                self.labels[int(p.argmax())],
-                [(name, float(v)) for name, v in zip(self.labels, p, strict=True)],
-            )
-            for p in probs
-        ]
-
-    def warm_up(self) -> None:
-        if self.task == "translate":
-            self.translate(["hola"], 1, 1, 4, 0.0)
-            self.translate(["hola"], 2, 1, 4, 0.0)
-        else:
-            self.classify(["hello"])
-
-    def release(self) -> None:
-        """Drops the SavedModel so TensorFlow can free it (the object is unusable after)."""
-        self.module = None
-
-    def describe(self) -> dict:
-        """What GetModelMetadata reports (computed once: requests read the defaults from it)."""
-        if self._description is None:
-            self._description = self._describe()
-        return self._description
-
-    def _describe(self) -> dict:
-        m = self.metadata
-        scores = {}
-        ev = m.get("eval") or {}
-        for key in ("beam", "greedy"):
-            if isinstance(ev.get(key), dict):
-                scores.update(
-                    {f"{key}_{k}": float(v) for k, v in ev[key].items() if k in ("bleu", "chrf")}
-                )
-        if isinstance(ev.get("rnn"), dict):
-            scores.update({k: float(ev["rnn"][k]) for k in ("accuracy", "macro_f1")})
-        return {
-            "task": self.task,
-            "version": self.version,
-            "source_language": m.get("source_language", ""),
-            "target_language": m.get("target_language", ""),
-            "labels": m.get("labels", []),
-            "source_vocab_size": int(m.get("source_vocab_size", m.get("vocab_size", 0))),
-            "target_vocab_size": int(m.get("target_vocab_size", 0)),
-            "eval_scores": scores,
-            "dataset": m.get("dataset") or m.get("config", {}).get("data", {}).get("dataset", ""),
-            "default_max_length": int(m.get("default_max_length", 48)),
-            "default_length_penalty": float(m.get("default_length_penalty", 0.6)),
-        }
-
-
 def _check_texts(texts, limits: Limits) -> list[str]:
+    """The request's texts, normalised; InvalidRequest for any the server will not take."""
     if not isinstance(texts, (list, tuple)) or not texts:
         raise InvalidRequest("texts is empty: send at least one text")
     if len(texts) > limits.max_texts:
         raise InvalidRequest(f"too many texts: {len(texts)} > max_texts {limits.max_texts}")
     clean = []
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidRequest(f"texts[{i}] is not a string")
-        if len(text) > limits.max_text_chars:
+        if isinstance(text, str) and len(text) > limits.max_text_chars:
             raise InvalidRequest(
                 f"texts[{i}] has {len(text)} characters > max_text_chars {limits.max_text_chars}"
             )
-        if not text.strip():
-            raise InvalidRequest(f"texts[{i}] is empty or only whitespace")
-        bad = [c for c in text if unicodedata.category(c) in ("Cc", "Cs") and c not in "\t\n\r"]
-        if bad:
-            raise InvalidRequest(
-                f"texts[{i}] contains control character U+{ord(bad[0]):04X}; send plain text"
-            )
-        clean.append(" ".join(unicodedata.normalize("NFC", text).split()))
+        try:
+            clean.append(fmt.check_text(text, f"texts[{i}]"))
+        except fmt.TextError as err:
+            raise InvalidRequest(str(err)) from None
     return clean
 
 
@@ -227,10 +81,17 @@ def _signature(path: Path) -> tuple:
 class _Served:
     """A loaded version and the number of requests holding it (queued or running)."""
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: ExportedModel):
         self.model = model
         self.in_flight = 0
         self.retired = False
+
+
+class BatchKey(NamedTuple):
+    """What requests must share to be answered by one model call."""
+
+    served: _Served  # the loaded version
+    decoding: fmt.Decoding | None  # translation: the search (canonical); classification: None
 
 
 class NullMetrics:
@@ -295,7 +156,7 @@ class Predictor:
             self._watcher.start()
 
     @property
-    def models(self) -> dict[str, LoadedModel]:
+    def models(self) -> dict[str, ExportedModel]:
         """The model now served for each task."""
         with self._lock:
             return {task: served.model for task, served in self._served.items()}
@@ -313,7 +174,7 @@ class Predictor:
         with self._lock:
             current = self._served.get(task)
         current_version = current.model.version if current else None
-        for candidate in reversed(versions(self.model_dir / task)):
+        for candidate in reversed(fmt.versions(self.model_dir / task)):
             if candidate == current_version:
                 break
             path = self.model_dir / task / str(candidate)
@@ -329,9 +190,7 @@ class Predictor:
                 return current_version
             self._pending.pop(task, None)
             try:
-                model = LoadedModel(path)
-                if model.task != task:
-                    raise ValueError(f"its metadata says task {model.task!r}, not {task!r}")
+                model = ExportedModel(path, task)
                 model.warm_up()
             except Exception as err:
                 self._failed[(task, candidate)] = signature
@@ -397,18 +256,15 @@ class Predictor:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def _run_batch(self, task: str, key: tuple, items: list) -> list:
-        served = key[0]
+    def _run_batch(self, task: str, key: BatchKey, items: list) -> list:
+        runner = key.served.model.runner
         if task == "classify":
-            return served.model.classify(items)
-        _, beam_size, max_length, alpha = key
+            return runner.classify(items, batch_size=None)
         n_best = max(n for _, n in items)
-        results = served.model.translate(
-            [text for text, _ in items], beam_size, n_best, max_length, alpha
-        )
+        results = runner.run([text for text, _ in items], key.decoding, n_best, batch_size=None)
         return [hyps[:n] for hyps, (_, n) in zip(results, items, strict=True)]
 
-    def _batched(self, task: str, key: tuple, items: list, timeout: float | None) -> list:
+    def _batched(self, task: str, key: BatchKey, items: list, timeout: float | None) -> list:
         future = self._batchers[task].submit(key, items)
         try:
             return future.result(timeout)
@@ -431,16 +287,9 @@ class Predictor:
     ):
         """For each text, n_best (text, score) hypotheses; returns (results, version)."""
         lim = self.limits
-        beam_size = 1 if beam_size is None else beam_size
-        n_best = 1 if n_best is None else n_best
-        if not 1 <= beam_size <= lim.max_beam_size:
+        if beam_size is not None and not 1 <= beam_size <= lim.max_beam_size:
             raise InvalidRequest(
                 f"beam_size must be in [1, max_beam_size {lim.max_beam_size}], got {beam_size}"
-            )
-        if not 1 <= n_best <= min(beam_size, lim.max_n_best):
-            raise InvalidRequest(
-                f"n_best must be in [1, beam_size {beam_size}] (max_n_best "
-                f"{lim.max_n_best}), got {n_best}"
             )
         if max_length is not None and not 1 <= max_length <= lim.max_output_length:
             raise InvalidRequest(
@@ -451,25 +300,38 @@ class Predictor:
             math.isfinite(length_penalty) and 0.0 <= length_penalty <= 2.0
         ):
             raise InvalidRequest(f"length_penalty must be in [0, 2], got {length_penalty}")
+        n_best = 1 if n_best is None else n_best
+        if not 1 <= n_best <= lim.max_n_best:
+            raise InvalidRequest(
+                f"n_best must be in [1, max_n_best {lim.max_n_best}], got {n_best}"
+            )
         texts = _check_texts(texts, lim)
         served = self._acquire("translate", model_version)
         try:
-            info = served.model.describe()
-            max_length = max_length or min(info["default_max_length"], lim.max_output_length)
-            alpha = info["default_length_penalty"] if length_penalty is None else length_penalty
-            # Greedy ignores the length penalty: let all greedy requests share batches.
-            key = (served, beam_size, max_length, 0.0 if beam_size == 1 else float(alpha))
+            # the model's defaults for what the request leaves out, the server's limits over them
+            default = served.model.runner.defaults
+            if beam_size is None:
+                beam_size = min(default.beam_size, lim.max_beam_size)
+            if max_length is None:
+                max_length = min(default.max_length, lim.max_output_length)
+            decoding = default.override(beam_size, max_length, length_penalty)
+            if n_best > decoding.beam_size:
+                raise InvalidRequest(
+                    f"n_best must be in [1, beam_size {decoding.beam_size}], got {n_best}"
+                )
+            key = BatchKey(served, decoding.canonical())
             items = [(text, n_best) for text in texts]
             return self._batched("translate", key, items, timeout), served.model.version
         finally:
             self._release(served)
 
     def classify(self, texts, model_version=None, timeout=None):
-        """For each text, (label, [(label, probability), …]); returns (results, version)."""
+        """For each text, (label, {label: probability}); returns (results, version)."""
         texts = _check_texts(texts, self.limits)
         served = self._acquire("classify", model_version)
         try:
-            return self._batched("classify", (served,), texts, timeout), served.model.version
+            key = BatchKey(served, None)
+            return self._batched("classify", key, texts, timeout), served.model.version
         finally:
             self._release(served)
 

@@ -93,7 +93,9 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             results=[
                 pb.Classification(
                     label=label,
-                    probabilities=[pb.LabelProbability(label=n, probability=p) for n, p in probs],
+                    probabilities=[
+                        pb.LabelProbability(label=n, probability=p) for n, p in probs.items()
+                    ],
                 )
                 for label, probs in results
             ],
@@ -117,6 +119,9 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
                     target_vocab_size=d["target_vocab_size"],
                     eval_scores=d["eval_scores"],
                     dataset=d["dataset"],
+                    default_beam_size=d["default_beam_size"],
+                    default_max_length=d["default_max_length"],
+                    default_length_penalty=d["default_length_penalty"],
                 )
                 for d in described
             ],

@@ -93,7 +93,7 @@ class GetModelMetadataRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, str]] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("task", "version", "source_language", "target_language", "labels", "source_vocab_size", "target_vocab_size", "eval_scores", "dataset")
+    __slots__ = ("task", "version", "source_language", "target_language", "labels", "source_vocab_size", "target_vocab_size", "eval_scores", "dataset", "default_beam_size", "default_max_length", "default_length_penalty")
     class EvalScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,9 @@ class ModelMetadata(_message.Message):
     TARGET_VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     EVAL_SCORES_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
     task: Task
     version: int
     source_language: str
@@ -119,7 +122,10 @@ class ModelMetadata(_message.Message):
     target_vocab_size: int
     eval_scores: _containers.ScalarMap[str, float]
     dataset: str
-    def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ...) -> None: ...
+    default_beam_size: int
+    default_max_length: int
+    default_length_penalty: float
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ..., default_beam_size: _Optional[int] = ..., default_max_length: _Optional[int] = ..., default_length_penalty: _Optional[float] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_texts", "max_text_chars", "max_beam_size", "max_n_best", "max_output_length")

@@ -124,3 +124,22 @@ def test_the_client_side_imports_only_the_client_and_the_generated_code():
             "serving.v1.seq2seq_pb2",
             "serving.v1.seq2seq_pb2_grpc",
         }, sorted(reach)
+
+
+def test_the_library_never_imports_the_server():
+    graph = import_graph()
+    for module in (m for m in graph if m.startswith("seq2seq")):
+        reach = {m for m in reachable(graph, module) if m.startswith("serving")}
+        assert not reach, f"{module} imports {sorted(reach)}"
+
+
+def test_the_export_format_and_inference_stay_below_keras_and_training():
+    graph = import_graph()
+    # the export format is read by the server and the benchmark: nothing of the package in it
+    assert reachable(graph, "seq2seq.export_format") == set()
+    # the server loads exports through seq2seq.inference: no Keras model, layer or training
+    heavy = ("seq2seq.models", "seq2seq.layers", "seq2seq.training", "seq2seq.tasks")
+    for module in ("seq2seq.inference", "serving.server.predictor"):
+        reach = {m for m in reachable(graph, module) if m.startswith(heavy)}
+        assert not reach, f"{module} imports {sorted(reach)}"
+    assert "seq2seq.inference" in graph["serving.server.predictor"]

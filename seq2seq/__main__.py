@@ -111,6 +111,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per text, at most the beam")
     p.add_argument("--max-length", type=int, default=None, help="longest output in tokens")
     p.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha, beam only")
+    p.add_argument(
+        "--alignment",
+        action="store_true",
+        help="the source word each output word attends to most (with --json: the pieces and "
+        "the attention rows too)",
+    )
     _model_options(p)
     p = sub.add_parser("classify", help="classify texts (arguments, or stdin lines)")
     _common(p, task_choice=False)
@@ -152,11 +158,17 @@ def main(argv=None) -> int:
                 n_best=args.n_best,
                 max_length=args.max_length,
                 length_penalty=args.length_penalty,
+                alignment=args.alignment,
             )
             for text, hyps in zip(texts, results, strict=True):
                 if args.json:
-                    out = {"source": text, "hypotheses": [h._asdict() for h in hyps]}
-                    print(json.dumps(out, ensure_ascii=False))
+                    keep = ("text", "score")
+                    rows = [{k: v for k, v in h._asdict().items() if v or k in keep} for h in hyps]
+                    print(json.dumps({"source": text, "hypotheses": rows}, ensure_ascii=False))
+                elif args.alignment:
+                    for h in hyps:
+                        words = "  ".join(f"{t}←{s}" for t, s in h.word_alignment)
+                        print(f"{h.text} ({h.score:.3f})\n  words: {words}")
                 elif args.n_best == 1:
                     print(hyps[0].text)
                 else:

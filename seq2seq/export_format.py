@@ -33,10 +33,15 @@ TOKENIZER_SPM, LABELS_FILE = "tokenizer.spm", "labels.json"  # classification
 
 # --- SavedModel signatures and their outputs ---------------------------------------------------
 GREEDY, BEAM, CLASSIFY = "translate_greedy", "translate_beam", "classify"
+# with attention only: the same search, also returning the attention over the source pieces
+GREEDY_ALIGNED, BEAM_ALIGNED = "translate_greedy_aligned", "translate_beam_aligned"
 SIGNATURES = {
     GREEDY: "(source_ids int32 [B,S], max_length int32) -> ids [B,L], lengths [B], scores [B]",
     BEAM: "(source_ids int32 [B,S], beam_size int32, max_length int32, length_penalty float32) "
     "-> ids [B,K,L], lengths [B,K], scores [B,K]",
+    GREEDY_ALIGNED: "as translate_greedy, and alignment float32 [B,L,S]: row t the attention "
+    "over the source pieces (reading order) when token t was chosen",
+    BEAM_ALIGNED: "as translate_beam, and alignment float32 [B,K,L,S]: each hypothesis's rows",
     CLASSIFY: "(token_ids int32 [B,T]) -> probabilities float32 [B,C] in the order of `labels`",
 }
 
@@ -88,6 +93,43 @@ def output_ids(ids) -> list[int]:
     if EOS in ids:
         ids = ids[: ids.index(EOS)]
     return [i for i in ids if i > EOS]
+
+
+def produced_ids(ids) -> list[int]:
+    """A decoded row's tokens as produced, one per decoding step: up to and including the
+    first EOS (the steps an alignment has rows for)."""
+    ids = [int(i) for i in ids]
+    return ids[: ids.index(EOS) + 1] if EOS in ids else [i for i in ids if i != PAD]
+
+
+EOS_PIECE = "<eos>"  # how the EOS token is shown among the output pieces
+
+
+def word_alignment(
+    source_pieces: list[str], target_pieces: list[str], rows: list[list[float]]
+) -> list[tuple[str, str]]:
+    """(output word, the source word it attends to most) for each output word: pieces are
+    merged into words (a SentencePiece word starts with "▁") by summing their weights."""
+
+    def words(pieces):
+        spans: list[list[int]] = []
+        for i, p in enumerate(pieces):
+            if p == EOS_PIECE:
+                continue
+            if p.startswith("\u2581") or not spans:
+                spans.append([])
+            spans[-1].append(i)
+        return ["".join(pieces[i] for i in s).lstrip("\u2581") for s in spans], spans
+
+    source_words, source_spans = words(source_pieces)
+    target_words, target_spans = words(target_pieces)
+    if not source_words:
+        return []
+    out = []
+    for word, span in zip(target_words, target_spans, strict=True):
+        mass = [sum(rows[t][s] for t in span for s in cols) for cols in source_spans]
+        out.append((word, source_words[max(range(len(mass)), key=mass.__getitem__)]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -143,9 +185,12 @@ def translation_metadata(
     source_vocab_size: int,
     target_vocab_size: int,
     decoding: Decoding,
+    alignment: bool,
     **extra,
 ) -> dict:
-    """metadata.json of a translation export (`extra`: config, eval scores, data hash…)."""
+    """metadata.json of a translation export (`extra`: config, eval scores, data hash…);
+    `alignment`: the model has attention, and the `_aligned` signatures."""
+    names = (GREEDY, BEAM, GREEDY_ALIGNED, BEAM_ALIGNED) if alignment else (GREEDY, BEAM)
     return {
         "task": "translate",
         "source_language": source_language,
@@ -157,7 +202,8 @@ def translation_metadata(
         "default_beam_size": decoding.beam_size,
         "default_max_length": decoding.max_length,
         "default_length_penalty": decoding.length_penalty,
-        "signatures": {k: SIGNATURES[k] for k in (GREEDY, BEAM)},
+        "alignment": alignment,
+        "signatures": {k: SIGNATURES[k] for k in names},
         **extra,
     }
 

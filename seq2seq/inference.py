@@ -25,6 +25,18 @@ from seq2seq.data.tokenizer import Tokenizer
 class Hypothesis(NamedTuple):
     text: str
     score: float  # log-probability; length-normalised under beam search
+    # with alignment only (else empty): the source pieces, the output pieces as produced
+    # ("<eos>" included when produced), and per output piece its attention over the source
+    # pieces (len(target_tokens) rows of len(source_tokens)); per output word, the source word
+    # it attends to most
+    source_tokens: tuple[str, ...] = ()
+    target_tokens: tuple[str, ...] = ()
+    alignment: tuple[tuple[float, ...], ...] = ()
+    word_alignment: tuple[tuple[str, str], ...] = ()
+
+
+class NoAlignment(ValueError):
+    """Alignment was asked of a translator without attention."""
 
 
 class Classification(NamedTuple):
@@ -81,14 +93,21 @@ class TextTranslator:
         length_penalty: float | None = None,
         batch_size: int | None = 64,
         progress: bool = False,
+        alignment: bool = False,
     ) -> list[list[Hypothesis]]:
         """For each text, the n best hypotheses, best first (unset settings: the defaults).
 
         `n_best` may not exceed the beam size. Texts are normalised, sorted by length and run
         `batch_size` at a time (None: all at once); results come back in the order given.
+        `alignment` fills the hypotheses' token and alignment fields (NoAlignment if the model
+        has no attention).
         """
         decoding = self.settings(beam_size, max_length, length_penalty)
-        return self.run(texts, decoding, n_best, batch_size, progress)
+        return self.run(texts, decoding, n_best, batch_size, progress, alignment)
+
+    @property
+    def has_alignment(self) -> bool:
+        return fmt.GREEDY_ALIGNED in self.functions
 
     def run(
         self,
@@ -97,9 +116,15 @@ class TextTranslator:
         n_best: int = 1,
         batch_size: int | None = 64,
         progress: bool = False,
+        alignment: bool = False,
     ) -> list[list[Hypothesis]]:
         """`translate` with the settings already resolved (the server runs a batch of requests
         that share one Decoding this way)."""
+        if alignment and not self.has_alignment:
+            raise NoAlignment(
+                "this translation model has no attention, so it has no alignment to give "
+                "(train one with model.attention=luong)"
+            )
         if isinstance(n_best, bool) or not isinstance(n_best, (int, np.integer)) or n_best < 1:
             raise ValueError(f"n_best must be an integer ≥ 1, got {n_best!r}")
         if n_best > decoding.beam_size:
@@ -114,29 +139,57 @@ class TextTranslator:
         chunks = [order[i : i + step] for i in range(0, len(order), step)]
         results: list = [None] * len(texts)
         for chunk in tqdm(chunks, desc="translating", disable=not progress, unit=" batch"):
-            rows = self.source.encode_batch([texts[i] for i in chunk])
-            ids, scores = self._decode(rows, decoding)
+            src = fmt.input_ids(
+                self.source.encode_batch([texts[i] for i in chunk]), self.max_input_tokens
+            )
+            out = self._decode(src, decoding, alignment)
+            ids, scores = out["ids"], out["scores"]
             for row, i in enumerate(chunk):
                 results[i] = [
                     Hypothesis(self.target.decode(ids[row, j]), float(scores[row, j]))
+                    if not alignment
+                    else self._aligned(
+                        src[row], ids[row, j], scores[row, j], out["alignment"][row, j]
+                    )
                     for j in range(n_best)
                 ]
         return results
 
-    def _decode(self, rows, decoding: fmt.Decoding) -> tuple[np.ndarray, np.ndarray]:
-        """ids (B, K, L) and scores (B, K), K = 1 under greedy search."""
-        src = tf.constant(fmt.input_ids(rows, self.max_input_tokens))
+    def _decode(self, src: np.ndarray, decoding: fmt.Decoding, alignment: bool) -> dict:
+        """ids (B, K, L), scores (B, K) [, alignment (B, K, L, S)], K = 1 under greedy search."""
+        src = tf.constant(src)
         max_length = tf.constant(decoding.max_length, tf.int32)
         if decoding.greedy:
-            out = self.functions[fmt.GREEDY](src, max_length)
-            return out["ids"].numpy()[:, None], out["scores"].numpy()[:, None]
-        out = self.functions[fmt.BEAM](
+            fn = self.functions[fmt.GREEDY_ALIGNED if alignment else fmt.GREEDY]
+            return {k: v.numpy()[:, None] for k, v in fn(src, max_length).items()}
+        fn = self.functions[fmt.BEAM_ALIGNED if alignment else fmt.BEAM]
+        out = fn(
             src,
             tf.constant(decoding.beam_size, tf.int32),
             max_length,
             tf.constant(decoding.length_penalty, tf.float32),
         )
-        return out["ids"].numpy(), out["scores"].numpy()
+        return {k: v.numpy() for k, v in out.items()}
+
+    def _aligned(self, source_row, ids, score, weights) -> Hypothesis:
+        """A hypothesis with its pieces and alignment (rows cut to the real source pieces)."""
+        source = [int(i) for i in source_row if i != fmt.PAD]
+        produced = fmt.produced_ids(ids)
+        source_tokens = tuple(self.source.sp.id_to_piece(source))
+        target_tokens = tuple(
+            fmt.EOS_PIECE if i == fmt.EOS else self.target.sp.id_to_piece(i) for i in produced
+        )
+        rows = tuple(
+            tuple(float(w) for w in weights[t, : len(source)]) for t in range(len(produced))
+        )
+        return Hypothesis(
+            self.target.decode(ids),
+            float(score),
+            source_tokens,
+            target_tokens,
+            rows,
+            tuple(fmt.word_alignment(list(source_tokens), list(target_tokens), rows)),
+        )
 
 
 class TextClassifier:
@@ -224,7 +277,9 @@ class ExportedModel:
         self.module = tf.saved_model.load(str(self.path))
         self._description = None
         if self.task == "translate":
-            names = (fmt.GREEDY, fmt.BEAM)
+            names = [fmt.GREEDY, fmt.BEAM]
+            if self.metadata.get("alignment"):
+                names += [fmt.GREEDY_ALIGNED, fmt.BEAM_ALIGNED]
             self.runner = TextTranslator(
                 self._functions(names),
                 Tokenizer.load(extra / fmt.SOURCE_SPM),

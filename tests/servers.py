@@ -109,6 +109,12 @@ class Server:
         self.stop()
         raise RuntimeError("server did not start:\n" + "".join(self.lines))
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def _drain(self):
         for line in self.proc.stdout:
             self.lines.append(line)

@@ -1,6 +1,8 @@
 """The servicer alone, in process (grpc_testing, no socket), over a fake predictor: protobuf ↔
 Python conversion, optional fields, and the one error → status mapping."""
 
+from typing import NamedTuple
+
 import grpc
 import grpc_testing
 import pytest
@@ -10,6 +12,7 @@ from serving.server.errors import (
     InvalidRequest,
     Limits,
     ModelUnavailable,
+    NotSupported,
     Overloaded,
     VersionNotFound,
 )
@@ -17,6 +20,15 @@ from serving.server.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Seq2SeqService"]
+
+
+class Hyp(NamedTuple):  # the fields of seq2seq.inference.Hypothesis the servicer reads
+    text: str
+    score: float
+    source_tokens: tuple = ()
+    target_tokens: tuple = ()
+    alignment: tuple = ()
+    word_alignment: tuple = ()
 
 
 class FakePredictor:
@@ -30,7 +42,13 @@ class FakePredictor:
         self.calls.append(("translate", texts, options))
         if self.error:
             raise self.error
-        return [[(t.upper(), -0.5), (t.lower(), -1.5)][: options["n_best"] or 1] for t in texts], 7
+        if options.get("return_alignment"):
+            rows = ((0.75, 0.25), (0.5, 0.5))
+            aligned = Hyp("A", -0.5, ("▁a", "b"), ("▁A", "<eos>"), rows, (("A", "ab"),))
+            return [[aligned] for _ in texts], 7
+        return [
+            [Hyp(t.upper(), -0.5), Hyp(t.lower(), -1.5)][: options["n_best"] or 1] for t in texts
+        ], 7
 
     def classify(self, texts, model_version=None, timeout=None):
         self.calls.append(("classify", texts, {"model_version": model_version, "timeout": timeout}))
@@ -85,7 +103,20 @@ def test_translate_converts_and_passes_only_set_options():
         "length_penalty": None,
         "model_version": None,
         "timeout": None,
+        "return_alignment": False,
     }
+    assert not response.translations[0].hypotheses[0].source_tokens  # not asked for
+
+
+def test_translate_with_alignment_fills_pieces_rows_and_words():
+    fake = FakePredictor()
+    request = pb.TranslateRequest(texts=["a b"], return_alignment=True)
+    response, _, code, _ = invoke(fake, "Translate", request)
+    assert code == grpc.StatusCode.OK and fake.calls[0][2]["return_alignment"] is True
+    h = response.translations[0].hypotheses[0]
+    assert list(h.source_tokens) == ["▁a", "b"] and list(h.target_tokens) == ["▁A", "<eos>"]
+    assert list(h.alignment) == [0.75, 0.25, 0.5, 0.5]  # row-major, target × source
+    assert [(w.target, w.source) for w in h.word_alignment] == [("A", "ab")]
 
 
 def test_the_deadline_reaches_the_predictor():
@@ -121,6 +152,7 @@ def test_classify_and_metadata_convert():
         (ModelUnavailable("none"), grpc.StatusCode.UNAVAILABLE),
         (Overloaded("busy"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (NotSupported("no attention"), grpc.StatusCode.FAILED_PRECONDITION),
         (RuntimeError("boom"), grpc.StatusCode.INTERNAL),
     ],
 )

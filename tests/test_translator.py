@@ -68,8 +68,8 @@ def test_tiny_model_overfits_to_exact_greedy_and_beam_outputs(trained):
 def test_beam_size_one_equals_greedy(trained):
     _, _, decoder = trained
     src = pad([decoder.source.encode(es) for _, es in PAIRS] + [[5, 6, 7, 8]])
-    g_ids, g_len, g_scores = greedy_decode(decoder.model, src, 20)
-    b_ids, b_len, b_scores = beam_search(decoder.model, src, 1, 20, 0.0)
+    g_ids, g_len, g_scores = greedy_decode(decoder.model, src, 20).values()
+    b_ids, b_len, b_scores = beam_search(decoder.model, src, 1, 20, 0.0).values()
     np.testing.assert_array_equal(b_ids[:, 0, :], g_ids)
     np.testing.assert_array_equal(b_len[:, 0], g_len)
     np.testing.assert_allclose(b_scores[:, 0], g_scores, rtol=1e-5)
@@ -79,9 +79,9 @@ def test_beam_returns_sorted_distinct_n_best(trained):
     _, _, decoder = trained
     hyps = decoder.translate(["Veo el gato."], beam_size=4, n_best=4)[0]
     assert len(hyps) == 4
-    scores = [s for _, s in hyps]
+    scores = [h.score for h in hyps]
     assert scores == sorted(scores, reverse=True)
-    assert len({t for t, _ in hyps}) == 4
+    assert len({h.text for h in hyps}) == 4
     assert hyps[0][0] == "I see the cat."
 
 
@@ -107,7 +107,7 @@ def test_translate_refuses_settings_it_cannot_honour(trained, options, message):
 def test_decoded_ids_end_with_eos_then_padding(trained):
     _, _, decoder = trained
     src = pad([decoder.source.encode(es) for _, es in PAIRS])
-    ids, lengths, _ = greedy_decode(decoder.model, src, 20)
+    ids, lengths, _ = greedy_decode(decoder.model, src, 20).values()
     for row, n in zip(ids.numpy(), lengths.numpy(), strict=True):
         assert row[n - 1] == EOS and np.all(row[n:] == PAD) and SOS not in row
 

@@ -129,39 +129,75 @@ class Translator(keras.Model):
         return None if self.attention is None else self.attention.keys(memory)
 
     def step(self, tokens, states, memory, memory_mask, keys=None):
-        """One decoding step: tokens (B,) → (logits (B, V), new states)."""
+        """One decoding step: tokens (B,) → (logits (B, V), new states, attention weights
+        (B, S) over the memory, or None without attention)."""
         y = self.target_embedding(tokens)  # (B, E)
         new_states = []
         for layer, h in zip(self.decoder_layers, states, strict=True):
             y, [h] = layer.cell(y, [h])  # (B, N)
             new_states.append(h)
+        weights = None
         if self.attention is not None:
-            y, _ = self.attention(y[:, None, :], memory, memory_mask, keys=keys)
-            y = y[:, 0, :]
-        return self.projection(y), new_states
+            y, weights = self.attention(y[:, None, :], memory, memory_mask, keys=keys)
+            y, weights = y[:, 0, :], weights[:, 0, :]
+        return self.projection(y), new_states, weights
+
+    def source_order(self, weights, source_ids):
+        """Attention weights (B, …, S) over the memory → over the source pieces in reading
+        order (the memory is reversed when `reverse_source`; padding stays at the end)."""
+        if not self.reverse_source:
+            return weights
+        lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, PAD), tf.int32), axis=1)
+        last = len(weights.shape) - 1
+        moved = tf.transpose(weights, [0, last, *range(1, last)])  # (B, S, …)
+        moved = tf.reverse_sequence(moved, lengths, seq_axis=1, batch_axis=0)
+        return tf.transpose(moved, [0, *range(2, last + 1), 1])
+
+    def attention_weights(self, source_ids, decoder_input):
+        """Teacher-forced attention (B, T, S) in source order (tests, the report)."""
+        if self.attention is None:
+            raise ValueError("this translator has no attention (model.attention is 'none')")
+        memory, memory_mask, states = self.encode(source_ids)
+        mask = tf.not_equal(decoder_input, PAD)
+        y = self.target_embedding(decoder_input)
+        for i, layer in enumerate(self.decoder_layers):
+            y, _ = layer(y, initial_state=states[i], mask=mask)
+        _, weights = self.attention(y, memory, memory_mask)
+        return self.source_order(weights, source_ids)
 
     # --- serving: what `seq2seq.inference` calls and `seq2seq.export` writes ------------------
 
     def serving_functions(self) -> dict:
         """{signature name: (function, input signature)}: greedy and beam search on token ids.
 
-        Each returns {"ids", "lengths", "scores"} (see seq2seq.export_format.SIGNATURES).
+        Each returns {"ids", "lengths", "scores"}; with attention there are also the `_aligned`
+        twins, which add "alignment": per output step, the attention weights over the source
+        pieces (see seq2seq.export_format.SIGNATURES). Separate functions, so that decoding
+        without alignment does none of its work.
         """
         ids = tf.TensorSpec([None, None], tf.int32, name="source_ids")
         scalar = tf.TensorSpec([], tf.int32)
         alpha = tf.TensorSpec([], tf.float32)
-        return {
+        functions = {
             fmt.GREEDY: (self.serve_greedy, [ids, scalar]),
             fmt.BEAM: (self.serve_beam, [ids, scalar, scalar, alpha]),
         }
+        if self.attention is not None:
+            functions[fmt.GREEDY_ALIGNED] = (self.serve_greedy_aligned, [ids, scalar])
+            functions[fmt.BEAM_ALIGNED] = (self.serve_beam_aligned, [ids, scalar, scalar, alpha])
+        return functions
 
     def serve_greedy(self, source_ids, max_length):
-        ids, lengths, scores = greedy_decode(self, source_ids, max_length)
-        return {"ids": ids, "lengths": lengths, "scores": scores}
+        return greedy_decode(self, source_ids, max_length)
 
     def serve_beam(self, source_ids, beam_size, max_length, length_penalty):
-        ids, lengths, scores = beam_search(self, source_ids, beam_size, max_length, length_penalty)
-        return {"ids": ids, "lengths": lengths, "scores": scores}
+        return beam_search(self, source_ids, beam_size, max_length, length_penalty)
+
+    def serve_greedy_aligned(self, source_ids, max_length):
+        return greedy_decode(self, source_ids, max_length, alignment=True)
+
+    def serve_beam_aligned(self, source_ids, beam_size, max_length, length_penalty):
+        return beam_search(self, source_ids, beam_size, max_length, length_penalty, alignment=True)
 
     # --- training ---------------------------------------------------------------------------
 

@@ -218,6 +218,7 @@ def run_export(cfg: Config, repository: str | Path = "models/translate") -> Path
         translator.source.vocab_size,
         translator.target.vocab_size,
         translator.defaults,
+        translator.has_alignment,
         config=cfg.to_dict(),
         data_manifest_sha256=manifest_hash(cfg)
         if (cfg.data_dir / "manifest.json").exists()

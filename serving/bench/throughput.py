@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from serving.server.batching import BatchingOptions
 from serving.server.config import ServerSection, parse_threads
@@ -128,6 +129,11 @@ def in_process(
     return {"sentences_per_s": sum(done) / elapsed, "version": version, "callers": callers}
 
 
+class _Echo(NamedTuple):  # a hypothesis as the servicer reads it
+    text: str
+    score: float
+
+
 class NullPredictor:
     """A predictor whose model costs nothing: each translation is the source text, each
     classification the same two labels. The server around it is the real one (servicer,
@@ -136,7 +142,7 @@ class NullPredictor:
     limits = Limits()
 
     def translate(self, texts, **_options):
-        return [[(text, 0.0)] for text in texts], 0
+        return [[_Echo(text, 0.0)] for text in texts], 0
 
     def classify(self, texts, **_options):
         return [("pos", {"neg": 0.25, "pos": 0.75}) for _ in texts], 0

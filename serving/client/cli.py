@@ -49,17 +49,42 @@ def _chunks(client: Client, texts: list[str]):
         yield start, texts[start : start + size]
 
 
+SHADES = " ░▒▓█"  # attention weight in fifths
+
+
+def heatmap(h) -> str:
+    """A hypothesis's alignment as text: source pieces across, output pieces down, one shade
+    character per cell (blank < 0.2 ≤ ░ < 0.4 ≤ ▒ < 0.6 ≤ ▓ < 0.8 ≤ █)."""
+    widths = [max(2, len(p)) for p in h.source_tokens]
+    left = max([len(p) for p in h.target_tokens] + [1])
+    lines = [
+        " " * left
+        + " "
+        + " ".join(p.center(w) for p, w in zip(h.source_tokens, widths, strict=True))
+    ]
+    for piece, row in zip(h.target_tokens, h.alignment, strict=True):
+        cells = (SHADES[min(4, int(v * 5))].center(w) for v, w in zip(row, widths, strict=True))
+        lines.append(piece.ljust(left) + " " + " ".join(cells))
+    words = "  ".join(f"{t}←{s}" for t, s in h.word_alignment)
+    return "\n".join([*lines, f"words: {words}"])
+
+
 def _line(r, args) -> str:
-    """The output line for one result."""
+    """The output line(s) for one result."""
     if args.json:
         if args.command == "translate":
-            hypotheses = [h.__dict__ for h in r.hypotheses]
+            keep = ("text", "score")
+            hypotheses = [
+                {k: v for k, v in h.__dict__.items() if v or k in keep} for h in r.hypotheses
+            ]
             fields = {"text": r.text, "score": r.score, "hypotheses": hypotheses}
         else:
             fields = {"label": r.label, "probabilities": r.probabilities}
         return json.dumps({**fields, "model_version": r.model_version}, ensure_ascii=False)
     if args.command == "classify":
         return r.label + "\t" + " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
+    if getattr(args, "alignment", False):
+        return "\n".join(f"{h.text} ({h.score:.3f})\n{heatmap(h)}\n" for h in r.hypotheses)
     if args.n_best > 1:
         return " ||| ".join(f"{h.text} ({h.score:.3f})" for h in r.hypotheses)
     return r.text
@@ -117,6 +142,11 @@ def main(argv=None) -> int:
     )
     t.add_argument(
         "--n-best", type=int, default=1, help="hypotheses per text, at most the beam width"
+    )
+    t.add_argument(
+        "--alignment",
+        action="store_true",
+        help="show which source pieces each output piece attended to (a text heatmap)",
     )
     t.add_argument(
         "--max-length",
@@ -182,6 +212,7 @@ def main(argv=None) -> int:
                             n_best=args.n_best,
                             max_length=args.max_length,
                             model_version=version,
+                            return_alignment=args.alignment,
                         )
                     else:
                         results = client.classify(chunk, model_version=version)

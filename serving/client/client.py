@@ -31,8 +31,17 @@ class ServingError(Exception):
 
 @dataclass
 class Hypothesis:
+    """One translation. The pieces and alignments are filled only when asked for
+    (`translate(..., return_alignment=True)`): `alignment[t][s]` is the attention on source
+    piece s when output piece t was chosen; `word_alignment` pairs each output word with the
+    source word it attends to most."""
+
     text: str
     score: float
+    source_tokens: list[str] = field(default_factory=list)
+    target_tokens: list[str] = field(default_factory=list)
+    alignment: list[list[float]] = field(default_factory=list)
+    word_alignment: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +67,19 @@ class ClassificationResult:
     label: str
     probabilities: dict[str, float] = field(default_factory=dict)
     model_version: int = 0
+
+
+def _hypothesis(h) -> Hypothesis:
+    width = len(h.source_tokens)
+    flat = list(h.alignment)
+    return Hypothesis(
+        h.text,
+        h.score,
+        list(h.source_tokens),
+        list(h.target_tokens),
+        [flat[i : i + width] for i in range(0, len(flat), width)] if width else [],
+        [(w.target, w.source) for w in h.word_alignment],
+    )
 
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
@@ -136,9 +158,12 @@ class Client:
         max_length: int | None = None,
         length_penalty: float | None = None,
         model_version: int | None = None,
+        return_alignment: bool = False,
     ) -> list[TranslationResult]:
         """One result per text, in order. Settings left None are the model's (its
-        `default_*` in `metadata()`: the ones its published scores were measured with)."""
+        `default_*` in `metadata()`: the ones its published scores were measured with).
+        `return_alignment` also fills each hypothesis's pieces and alignments (a model with
+        attention only: else ServingError FAILED_PRECONDITION)."""
         if isinstance(texts, str):
             texts = [texts]
         request = pb.TranslateRequest(texts=list(texts), n_best=n_best)
@@ -150,11 +175,11 @@ class Client:
             request.length_penalty = length_penalty
         if model_version is not None:
             request.model_version = model_version
+        if return_alignment:
+            request.return_alignment = True
         response = self._rpc(self._stub.Translate, request)
         return [
-            TranslationResult(
-                [Hypothesis(h.text, h.score) for h in t.hypotheses], response.model_version
-            )
+            TranslationResult([_hypothesis(h) for h in t.hypotheses], response.model_version)
             for t in response.translations
         ]
 

@@ -22,6 +22,11 @@ class VersionNotFound(PredictorError, LookupError):
     """The requested model version is not loaded (→ NOT_FOUND)."""
 
 
+class NotSupported(PredictorError):
+    """The model cannot do what was asked (alignment from a model without attention) (→
+    FAILED_PRECONDITION)."""
+
+
 class Overloaded(PredictorError):
     """Too much work queued (→ RESOURCE_EXHAUSTED)."""
 

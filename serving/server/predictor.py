@@ -29,6 +29,7 @@ from serving.server.errors import (
     InvalidRequest,
     Limits,
     ModelUnavailable,
+    NotSupported,
     VersionNotFound,
 )
 
@@ -92,6 +93,7 @@ class BatchKey(NamedTuple):
 
     served: _Served  # the loaded version
     decoding: fmt.Decoding | None  # translation: the search (canonical); classification: None
+    alignment: bool  # translation: return pieces and alignment too
 
 
 class NullMetrics:
@@ -261,7 +263,8 @@ class Predictor:
         if task == "classify":
             return runner.classify(items, batch_size=None)
         n_best = max(n for _, n in items)
-        results = runner.run([text for text, _ in items], key.decoding, n_best, batch_size=None)
+        texts = [text for text, _ in items]
+        results = runner.run(texts, key.decoding, n_best, batch_size=None, alignment=key.alignment)
         return [hyps[:n] for hyps, (_, n) in zip(results, items, strict=True)]
 
     def _batched(self, task: str, key: BatchKey, items: list, timeout: float | None) -> list:
@@ -284,8 +287,10 @@ class Predictor:
         length_penalty=None,
         model_version=None,
         timeout=None,
+        return_alignment=False,
     ):
-        """For each text, n_best (text, score) hypotheses; returns (results, version)."""
+        """For each text, n_best hypotheses (seq2seq.inference.Hypothesis, with pieces and
+        alignment when `return_alignment`); returns (results, version)."""
         lim = self.limits
         if beam_size is not None and not 1 <= beam_size <= lim.max_beam_size:
             raise InvalidRequest(
@@ -319,7 +324,13 @@ class Predictor:
                 raise InvalidRequest(
                     f"n_best must be in [1, beam_size {decoding.beam_size}], got {n_best}"
                 )
-            key = BatchKey(served, decoding.canonical())
+            if return_alignment and not served.model.runner.has_alignment:
+                raise NotSupported(
+                    f"translate model version {served.model.version} has no attention, so it "
+                    "has no alignment to return: ask without return_alignment, or serve a "
+                    "model trained with model.attention=luong"
+                )
+            key = BatchKey(served, decoding.canonical(), bool(return_alignment))
             items = [(text, n_best) for text in texts]
             return self._batched("translate", key, items, timeout), served.model.version
         finally:
@@ -330,7 +341,7 @@ class Predictor:
         texts = _check_texts(texts, self.limits)
         served = self._acquire("classify", model_version)
         try:
-            key = BatchKey(served, None)
+            key = BatchKey(served, None, False)
             return self._batched("classify", key, texts, timeout), served.model.version
         finally:
             self._release(served)

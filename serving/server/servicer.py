@@ -13,6 +13,7 @@ from serving.server.errors import (
     DeadlineExceeded,
     InvalidRequest,
     ModelUnavailable,
+    NotSupported,
     Overloaded,
     VersionNotFound,
 )
@@ -28,6 +29,7 @@ STATUS_OF = (
     (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (NotSupported, grpc.StatusCode.FAILED_PRECONDITION),
 )
 TASK_NAMES = {pb.TASK_TRANSLATE: "translate", pb.TASK_CLASSIFY: "classify"}
 TASK_ENUMS = {v: k for k, v in TASK_NAMES.items()}
@@ -35,6 +37,20 @@ TASK_ENUMS = {v: k for k, v in TASK_NAMES.items()}
 
 def _optional(msg, field: str):
     return getattr(msg, field) if msg.HasField(field) else None
+
+
+def _hypothesis(h, alignment: bool) -> pb.Hypothesis:
+    """A hypothesis (an object with seq2seq.inference.Hypothesis's fields) as protobuf."""
+    if not alignment:
+        return pb.Hypothesis(text=h.text, score=h.score)
+    return pb.Hypothesis(
+        text=h.text,
+        score=h.score,
+        source_tokens=h.source_tokens,
+        target_tokens=h.target_tokens,
+        alignment=[w for row in h.alignment for w in row],
+        word_alignment=[pb.AlignedWord(target=t, source=s) for t, s in h.word_alignment],
+    )
 
 
 def _time_left(context) -> float | None:
@@ -71,11 +87,13 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             max_length=_optional(request, "max_length"),
             length_penalty=_optional(request, "length_penalty"),
             model_version=_optional(request, "model_version"),
+            return_alignment=request.return_alignment,
             timeout=_time_left(context),
         )
+        aligned = request.return_alignment
         return pb.TranslateResponse(
             translations=[
-                pb.Translation(hypotheses=[pb.Hypothesis(text=t, score=s) for t, s in hyps])
+                pb.Translation(hypotheses=[_hypothesis(h, aligned) for h in hyps])
                 for hyps in results
             ],
             model_version=version,

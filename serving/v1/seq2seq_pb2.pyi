@@ -17,28 +17,46 @@ TASK_TRANSLATE: Task
 TASK_CLASSIFY: Task
 
 class TranslateRequest(_message.Message):
-    __slots__ = ("texts", "beam_size", "n_best", "max_length", "length_penalty", "model_version")
+    __slots__ = ("texts", "beam_size", "n_best", "max_length", "length_penalty", "model_version", "return_alignment")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     N_BEST_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ALIGNMENT_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     beam_size: int
     n_best: int
     max_length: int
     length_penalty: float
     model_version: int
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., beam_size: _Optional[int] = ..., n_best: _Optional[int] = ..., max_length: _Optional[int] = ..., length_penalty: _Optional[float] = ..., model_version: _Optional[int] = ...) -> None: ...
+    return_alignment: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., beam_size: _Optional[int] = ..., n_best: _Optional[int] = ..., max_length: _Optional[int] = ..., length_penalty: _Optional[float] = ..., model_version: _Optional[int] = ..., return_alignment: _Optional[bool] = ...) -> None: ...
 
 class Hypothesis(_message.Message):
-    __slots__ = ("text", "score")
+    __slots__ = ("text", "score", "source_tokens", "target_tokens", "alignment", "word_alignment")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    WORD_ALIGNMENT_FIELD_NUMBER: _ClassVar[int]
     text: str
     score: float
-    def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    source_tokens: _containers.RepeatedScalarFieldContainer[str]
+    target_tokens: _containers.RepeatedScalarFieldContainer[str]
+    alignment: _containers.RepeatedScalarFieldContainer[float]
+    word_alignment: _containers.RepeatedCompositeFieldContainer[AlignedWord]
+    def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ..., source_tokens: _Optional[_Iterable[str]] = ..., target_tokens: _Optional[_Iterable[str]] = ..., alignment: _Optional[_Iterable[float]] = ..., word_alignment: _Optional[_Iterable[_Union[AlignedWord, _Mapping]]] = ...) -> None: ...
+
+class AlignedWord(_message.Message):
+    __slots__ = ("target", "source")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    source: str
+    def __init__(self, target: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Translation(_message.Message):
     __slots__ = ("hypotheses",)

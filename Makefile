@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.installed
 # Options (make VAR=value): PRESET (default|tiny), CONFIG (YAML merged over the preset),
 # DATA_FILE, EXCLUDE, EVAL_FILE, DATASET (classification: sentiment|sms_spam),
 # ATTENTION (translation: luong|none), SET (extra "section.key=value" overrides),
-# BENCH_ARGS (extra flags for `python -m serving.bench`, e.g. "--texts-per-request 8").
+# BENCH_ARGS (extra flags for `python -m serving.bench`, e.g. "--texts-per-request 8"),
+# TASK and RUN (make report: translate|classify, and the run folder's name).
 PRESET    ?= default
 DATASET   ?= sentiment
-RUN       := $(BIN)/python -m seq2seq
+S2S       := $(BIN)/python -m seq2seq
 OPTS       = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) \
              $(if $(DATA_FILE),--data-file $(DATA_FILE)) $(if $(EXCLUDE),--exclude $(EXCLUDE)) \
              $(foreach s,$(SET),--set $(s))
@@ -23,7 +24,7 @@ CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 .DEFAULT_GOAL := help
 .PHONY: FORCE help install test lint format bench-rnn bench-serve serve serve-check clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
-        export-classify protos
+        export-classify protos report
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -58,35 +59,41 @@ data: data-translate data-classify  ## fetch and prepare both corpora (pinned wh
 
 data-translate: $(STAMP)  ## Tatoeba spa-eng → data/prepared/translate/ (DATA_FILE=, EXCLUDE=)
 	@echo "==> preparing the translation corpus"
-	$(RUN) data $(T_OPTS)
+	$(S2S) data $(T_OPTS)
 
 data-classify: $(STAMP)  ## sentiment or SMS spam (DATASET=) → data/prepared/classify/
 	@echo "==> preparing the $(CORPUS) classification corpus"
-	$(RUN) data $(C_OPTS)
+	$(S2S) data $(C_OPTS)
 
 train-translate: $(STAMP)  ## train the translator (resumes; PRESET=, ATTENTION=luong|none)
 	@echo "==> training the translator ($(PRESET) preset)"
-	$(RUN) train $(T_OPTS)
+	$(S2S) train $(T_OPTS)
 
 eval-translate: $(STAMP)  ## sacreBLEU + chrF on the test split (or EVAL_FILE=source<TAB>refs)
 	@echo "==> evaluating the translator"
-	$(RUN) evaluate $(T_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
+	$(S2S) evaluate $(T_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
 
 export-translate: $(STAMP)  ## SavedModel → models/translate/<next version>/ (MODEL_DIR=; tiny: models-tiny/)
 	@echo "==> exporting the translator to $(MODEL_DIR)/translate"
-	$(RUN) export $(T_OPTS) --repository $(MODEL_DIR)/translate
+	$(S2S) export $(T_OPTS) --repository $(MODEL_DIR)/translate
 
 train-classify: $(STAMP)  ## train the classifier (DATASET=sentiment|sms_spam)
 	@echo "==> training the $(CORPUS) classifier ($(PRESET) preset)"
-	$(RUN) train $(C_OPTS)
+	$(S2S) train $(C_OPTS)
 
 eval-classify: $(STAMP)  ## accuracy, macro-F1, confusion matrix + TF-IDF baseline (EVAL_FILE=)
 	@echo "==> evaluating the $(CORPUS) classifier"
-	$(RUN) evaluate $(C_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
+	$(S2S) evaluate $(C_OPTS) $(if $(EVAL_FILE),--eval-file $(EVAL_FILE))
 
 export-classify: $(STAMP)  ## SavedModel → models/classify/<next version>/ (MODEL_DIR=; tiny: models-tiny/)
 	@echo "==> exporting the $(CORPUS) classifier to $(MODEL_DIR)/classify"
-	$(RUN) export $(C_OPTS) --repository $(MODEL_DIR)/classify
+	$(S2S) export $(C_OPTS) --repository $(MODEL_DIR)/classify
+
+TASK ?= translate
+report: $(STAMP)  ## runs/<task>/<run>/report.html: curves, ‖∂L/∂h_t‖, attention (TASK=, RUN=)
+	@echo "==> building the $(TASK) report"
+	$(S2S) report --task $(TASK) $(OPTS) $(if $(filter classify,$(TASK)),--dataset $(DATASET)) \
+		$(if $(RUN),--set train.run_name=$(RUN))
 
 protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
 	@echo "==> generating Python code from protos/serving/v1/seq2seq.proto"
@@ -110,11 +117,11 @@ C_MODEL   := $(MODEL_DIR)/classify/.ready-$(PRESET)-$(DATASET)
 
 $(T_DATA): | $(STAMP)
 	@echo "==> preparing the translation corpus"
-	$(RUN) data $(T_OPTS)
+	$(S2S) data $(T_OPTS)
 
 $(C_DATA): | $(STAMP)
 	@echo "==> preparing the $(DATASET) corpus"
-	$(RUN) data $(C_OPTS)
+	$(S2S) data $(C_OPTS)
 
 # One DATA_FILE cannot be both corpora: a model of your own file is trained and exported with
 # the task's targets, and then served by `make serve` (which picks up the newest version).
@@ -133,16 +140,16 @@ FORCE:
 
 $(T_MODEL): $(T_DATA) $(T_GONE)
 	@echo "==> no exported translation model for preset $(PRESET): training, evaluating, exporting"
-	$(RUN) train $(T_OPTS)
-	$(RUN) evaluate $(T_OPTS)
-	$(RUN) export $(T_OPTS) --repository $(MODEL_DIR)/translate
+	$(S2S) train $(T_OPTS)
+	$(S2S) evaluate $(T_OPTS)
+	$(S2S) export $(T_OPTS) --repository $(MODEL_DIR)/translate
 	@touch $@
 
 $(C_MODEL): $(C_DATA) $(C_GONE)
 	@echo "==> no exported $(DATASET) model for preset $(PRESET): training, evaluating, exporting"
-	$(RUN) train $(C_OPTS)
-	$(RUN) evaluate $(C_OPTS)
-	$(RUN) export $(C_OPTS) --repository $(MODEL_DIR)/classify
+	$(S2S) train $(C_OPTS)
+	$(S2S) evaluate $(C_OPTS)
+	$(S2S) export $(C_OPTS) --repository $(MODEL_DIR)/classify
 	@touch $@
 
 serve-check: | $(STAMP)  ## check the server settings and port (make serve does it first)

@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("export", help="export the best checkpoint as models/<task>/<version>/")
     _common(p)
     p.add_argument("--repository", default=None, help="model repository (default models/<task>)")
+    p = sub.add_parser("report", help="runs/<task>/<run>/report.html: pictures of the run")
+    _common(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
     p = sub.add_parser("translate", help="translate texts (arguments, or stdin lines)")
     _common(p, task_choice=False)
     p.add_argument(
@@ -149,6 +152,11 @@ def main(argv=None) -> int:
             cfg = _config(args)
             repo = args.repository or f"models/{cfg.task}"
             _task_module(cfg.task).run_export(cfg, repo)
+        elif args.command == "report":
+            from seq2seq.report import build_report
+
+            cfg = _config(args)
+            print(f"wrote {build_report(cfg, progress=not args.no_progress)}")
         elif args.command == "translate":
             cfg = _config(args, "translate")
             texts = _read_texts(args.texts)

@@ -279,6 +279,8 @@ class TensorBoardLog:
             for name, v in norms.items():
                 v = v.numpy()
                 tf.summary.histogram(f"grad_norm_per_step/{name}", v)
+                # the vector itself, t in order (the report's heatmap of t × training step)
+                tf.summary.write(f"grad_norm_by_t/{name}", v)
                 tf.summary.scalar(
                     f"grad_norm_first_over_last/{name}", float(v[0] / max(v[-1], 1e-12))
                 )

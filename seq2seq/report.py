@@ -94,7 +94,7 @@ def gradient_heatmaps(logs) -> Figure | None:
     names = sorted(t.split("/", 1)[1] for t in logs if t.startswith("grad_norm_by_t/"))
     if not names:
         return None
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         points = logs[f"grad_norm_by_t/{name}"]
         width = max(len(v) for _, v in points)
@@ -110,11 +110,13 @@ def gradient_heatmaps(logs) -> Figure | None:
         )
         ax.set(title=name, xlabel="training step", ylabel="time step t")
         fig.colorbar(image, ax=ax, label="log10 ‖∂L/∂h_t‖")
+    fig.tight_layout()
     return Figure(
         fig,
         "‖∂L/∂h_t‖ (log scale) for every SimpleRNN, time step t up the side, training step "
         "across, from the training logs (one batch each; batches differ in length, so the top "
-        "rows are often empty).",
+        "rows are often empty; a layer called twice in a step, e.g. by adversarial training, "
+        "appears twice, the second with _1).",
     )
 
 
@@ -310,7 +312,8 @@ def _sample_batch(examples, make_batch, size=64):
 
 
 def build_report(cfg: Config, progress: bool = True) -> Path:
-    """Writes `run_dir/report.html` and returns its path."""
+    """Writes `run_dir/report.html` (and its figures as `run_dir/report/figure-<n>.png`);
+    returns the page's path."""
     run = cfg.run_dir
     if not run.is_dir():
         runs = ", ".join(sorted(p.name for p in run.parent.glob("*") if p.is_dir())) or "none"
@@ -388,4 +391,10 @@ def build_report(cfg: Config, progress: bool = True) -> Path:
     page = _page(f"seq2seq report: {run.name}", facts, figures, notes)
     path = run / "report.html"
     write_atomic(path, page)
+    folder = run / "report"  # the same figures as files, for slides and docs
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("figure-*.png"):
+        old.unlink()
+    for i, f in enumerate(figures, 1):
+        write_atomic(folder / f"figure-{i}.png", f.png)
     return path

@@ -33,6 +33,8 @@ def test_translation_report_has_every_figure_and_needs_no_network(models):
     assert captions[3].startswith("Attention (greedy decoding) for 6")
     assert captions[4].startswith("Corpus BLEU (greedy decoding)")
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched when it opens
+    files = sorted((cfg.run_dir / "report").glob("figure-*.png"))
+    assert [f.read_bytes() for f in files] == images
     # the logs behind figure 2: one vector per logged step for each SimpleRNN, t in order
     logs = read_logs(cfg.run_dir)
     by_t = logs["grad_norm_by_t/encoder_0"]

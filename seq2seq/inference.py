@@ -175,10 +175,8 @@ class TextTranslator:
         """A hypothesis with its pieces and alignment (rows cut to the real source pieces)."""
         source = [int(i) for i in source_row if i != fmt.PAD]
         produced = fmt.produced_ids(ids)
-        source_tokens = tuple(self.source.sp.id_to_piece(source))
-        target_tokens = tuple(
-            fmt.EOS_PIECE if i == fmt.EOS else self.target.sp.id_to_piece(i) for i in produced
-        )
+        source_tokens = tuple(self.source.pieces(source))
+        target_tokens = tuple(self.target.pieces(produced))
         rows = tuple(
             tuple(float(w) for w in weights[t, : len(source)]) for t in range(len(produced))
         )

@@ -235,7 +235,9 @@ def classification_figures(classifier, rows) -> list[Figure]:
     ax.imshow(matrix, cmap="Blues")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=10)
+            dark = matrix[i, j] > matrix.max() / 2
+            color = "white" if dark else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=10, color=color)
     ax.set_xticks(range(n), labels)
     ax.set_yticks(range(n), labels)
     ax.set(title="confusion matrix", xlabel="predicted", ylabel="true")

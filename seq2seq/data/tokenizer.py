@@ -9,7 +9,7 @@ from unicodedata import normalize
 
 import sentencepiece as spm
 
-from seq2seq.export_format import EOS, PAD, SOS, UNK, output_ids
+from seq2seq.export_format import EOS, EOS_PIECE, PAD, SOS, UNK, output_ids
 from seq2seq.files import write_atomic
 
 __all__ = ["EOS", "PAD", "SOS", "UNK", "Tokenizer"]
@@ -91,6 +91,10 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self.sp.encode(texts)
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """The pieces of `ids`, EOS shown as "<eos>" (alignments label their rows with them)."""
+        return [EOS_PIECE if int(i) == EOS else self.sp.id_to_piece(int(i)) for i in ids]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of decoded ids: up to the first EOS, special ids left out."""

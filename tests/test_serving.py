@@ -337,6 +337,14 @@ def test_cli_reads_arguments_and_stdin(server):
     assert "is a server running at 127.0.0.1:1?" in out.stderr
 
 
+def test_cli_stops_quietly_when_its_reader_goes_away(server):
+    # `seq2seq-client info | head -c 20` used to end in a BrokenPipeError traceback
+    command = f"{sys.executable} -m serving.client.cli --target {server.target} info | head -c 20"
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.startswith("{") and len(out.stdout) == 20
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+
+
 def test_cli_refuses_input_that_is_not_utf8_before_sending_anything():
     # it used to read the bytes as lone surrogates and fail inside protobuf with a traceback
     proc = subprocess.run(

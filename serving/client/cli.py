@@ -125,6 +125,15 @@ def _connection_options(p: argparse.ArgumentParser, defaults: bool = True) -> No
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`… | head`): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="seq2seq-client", description=__doc__.splitlines()[0])
     _connection_options(p)
     sub = p.add_subparsers(dest="command", required=True)

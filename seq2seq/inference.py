@@ -302,10 +302,12 @@ class ExportedModel:
         return {n: getattr(self.module, n) for n in names}
 
     def warm_up(self) -> None:
-        """Traces what the first requests would (greedy and beam search, or classify)."""
+        """Runs what the first requests would (greedy and beam search, with alignment too when
+        the model has it, or classify), so that none of them pays for the first call."""
         if self.task == "translate":
-            for beam in (1, 2):
-                self.runner.run(["hola"], fmt.Decoding(beam, 4, 0.0))
+            for alignment in (False, True) if self.runner.has_alignment else (False,):
+                for beam in (1, 2):
+                    self.runner.run(["hola"], fmt.Decoding(beam, 4, 0.0), alignment=alignment)
         else:
             self.runner.classify(["hello"])
 

@@ -104,8 +104,11 @@ protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
 # PRESET=tiny serves from models-tiny/ so a demo never shadows the default models.
 MODEL_DIR ?= $(if $(filter tiny,$(PRESET)),models-tiny,models)
 # Server settings: SERVE_CONFIG (YAML, see serving/server/config.example.yaml) and, over it,
-# HOST, PORT, DEVICE, TOKEN_FILE, TLS_CERT, TLS_KEY, METRICS_PORT (unset: the config's or default).
+# HOST, PORT, DEVICE, TOKEN_FILE, TLS_CERT, TLS_KEY, METRICS_PORT (unset: the config's or default),
+# and HTTP_PORT: the web page and HTTP/JSON API (8080 here; -1 turns them off).
+HTTP_PORT ?= 8080
 SERVE_OPTS = --model-dir $(MODEL_DIR) $(if $(SERVE_CONFIG),--config $(SERVE_CONFIG)) \
+             --http-port $(HTTP_PORT) \
              $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) \
              $(if $(DEVICE),--device $(DEVICE)) $(if $(TOKEN_FILE),--token-file $(TOKEN_FILE)) \
              $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $(TLS_KEY)) \

@@ -45,6 +45,12 @@ class MetricsSection:
 
 
 @dataclass
+class HttpSection:
+    port: int = -1  # HTTP/JSON API and web page port (-1: off, 0: any free port)
+    host: str = "127.0.0.1"  # its bind address
+
+
+@dataclass
 class ServingConfig:
     server: ServerSection = field(default_factory=ServerSection)
     models: ModelsSection = field(default_factory=ModelsSection)
@@ -52,6 +58,7 @@ class ServingConfig:
     limits: Limits = field(default_factory=Limits)
     security: SecuritySection = field(default_factory=SecuritySection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    http: HttpSection = field(default_factory=HttpSection)
 
     def validate(self) -> ServingConfig:
         s = self.server
@@ -79,6 +86,8 @@ class ServingConfig:
             raise ValueError(
                 f"metrics.port must be -1 (off) or in [0, 65535], got {self.metrics.port}"
             )
+        if not -1 <= self.http.port <= 65535:
+            raise ValueError(f"http.port must be -1 (off) or in [0, 65535], got {self.http.port}")
         for f in dataclasses.fields(self.limits):
             if getattr(self.limits, f.name) < 1:
                 raise ValueError(f"limits.{f.name} must be ≥ 1")

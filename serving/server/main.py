@@ -1,5 +1,6 @@
 """The gRPC server: predictor (batching, hot reload) + servicer + health + reflection, with
-optional TLS, bearer-token auth and a Prometheus endpoint; drains in-flight rpcs on SIGTERM.
+optional TLS, bearer-token auth, a Prometheus endpoint and an HTTP/JSON API with a web page over
+the same servicer; drains in-flight calls on SIGTERM.
 
 Settings: `--config serving.yaml` (see serving/server/config.example.yaml), then the flags
 below; the token comes from `--token-file` or the SEQ2SEQ_TOKEN environment variable, never
@@ -103,13 +104,18 @@ def build_server(
 DRAIN_WATCHDOG_SECONDS = 30.0
 
 
-def drain(server, health_servicer, predictor, metrics, grace: float) -> None:
-    """Stops taking rpcs, lets in-flight ones finish (up to `grace` s), then stops the rest."""
+def drain(server, health_servicer, predictor, metrics, grace: float, http=None) -> None:
+    """Stops taking calls, lets in-flight ones finish (up to `grace` s), then stops the rest."""
     start = time.monotonic()
     log.info("draining in-flight requests (up to %.0f s), then exiting", grace)
     faulthandler.dump_traceback_later(grace + DRAIN_WATCHDOG_SECONDS, exit=True)
     health_servicer.enter_graceful_shutdown()
-    server.stop(grace=grace).wait()
+    stopped = server.stop(grace=grace)
+    if http is not None:
+        api, http_server = http
+        api.drain()
+        http_server.stop(timeout=grace + 5)
+    stopped.wait()
     predictor.close()
     if metrics is not None:
         metrics.stop_http()
@@ -122,6 +128,30 @@ def check_settings(cfg: serving_config.ServingConfig) -> None:
     if cfg.security.tls_cert:
         server_credentials(cfg.security.tls_cert, cfg.security.tls_key)
     select_device(cfg.server.device)
+
+
+def start_http(cfg: serving_config.ServingConfig, token: str | None, metrics):
+    """The HTTP API and page, listening before the models load (/readyz says when they are)."""
+    from serving.server.http_api import HttpApi, HttpServer
+
+    api = HttpApi(
+        token=token,
+        metrics=metrics,
+        workers=cfg.server.workers,
+        max_concurrent=cfg.server.max_concurrent_rpcs,
+    )
+    sec = cfg.security
+    server = HttpServer(
+        api.asgi,
+        cfg.http.host,
+        cfg.http.port,
+        tls_cert=sec.tls_cert,
+        tls_key=sec.tls_key,
+        grace=cfg.server.grace_seconds,
+    )
+    server.start()
+    log.info("HTTP API and web page on %s (ready once the models are loaded)", server.url)
+    return api, server
 
 
 def check_port(host: str, port: int, what: str = "") -> None:
@@ -149,6 +179,7 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
     from serving.server.predictor import Predictor
 
     metrics = Metrics() if cfg.metrics.port >= 0 else None
+    http = start_http(cfg, token, metrics) if cfg.http.port >= 0 else None
     predictor = Predictor(
         cfg.models.model_dir,
         cfg.limits,
@@ -167,6 +198,8 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
             else "(poll_seconds 0: the folder is not looked at again; restart after exporting)",
         )
     server, bound, health_servicer = build_server(predictor, cfg, token=token, metrics=metrics)
+    if http is not None:
+        http[0].serve(Seq2SeqServicer(predictor))
     metrics_port = None
     if metrics is not None:
         try:
@@ -196,13 +229,15 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
         extras.append("token auth")
     if metrics_port is not None:
         extras.append(f"metrics on http://{cfg.metrics.host}:{metrics_port}/metrics")
+    if http is not None:
+        extras.append(f"web page and HTTP/JSON API on {http[1].url}")
     print(
         f"seq2seq server listening on {cfg.server.host}:{bound} ({'; '.join(extras)})", flush=True
     )
     while not signals:
         time.sleep(0.2)  # sleeping, not a lock wait: signal handlers run on this thread
     log.info("signal %s", signals[0])
-    drain(server, health_servicer, predictor, metrics, cfg.server.grace_seconds)
+    drain(server, health_servicer, predictor, metrics, cfg.server.grace_seconds, http)
     print("seq2seq server stopped", flush=True)
     return 0
 
@@ -228,6 +263,8 @@ FLAGS = {
     "--tls-key": ("security.tls_key", str, "PEM private key"),
     "--token-file": ("security.token_file", str, "require this bearer token (or SEQ2SEQ_TOKEN)"),
     "--metrics-port": ("metrics.port", int, "Prometheus /metrics port (-1 off, 0 any)"),
+    "--http-port": ("http.port", int, "HTTP/JSON API and web page port (-1 off, 0 any)"),
+    "--http-host": ("http.host", str, "its bind address (127.0.0.1)"),
 }
 
 
@@ -263,6 +300,8 @@ def main(argv=None) -> int:
         check_port(cfg.server.host, cfg.server.port)
         if cfg.metrics.port >= 0:
             check_port(cfg.metrics.host, cfg.metrics.port, "for metrics ")
+        if cfg.http.port >= 0:
+            check_port(cfg.http.host, cfg.http.port, "for HTTP ")
         print(f"server settings are usable (would listen on {cfg.server.host}:{cfg.server.port})")
         return 0
     return serve(cfg, token)

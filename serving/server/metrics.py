@@ -1,8 +1,10 @@
-"""Prometheus metrics: requests by rpc and status, latency, batch sizes, queue depth, versions.
+"""Prometheus metrics: rpcs and HTTP requests by status, latency, batch sizes, queue depth,
+versions.
 
 `Metrics` holds its own registry (several servers in one process do not collide) and is both
-the predictor's metrics sink (batch, track_queue, model_loaded, reload) and, through
-`interceptor()`, the recorder of every unary rpc's status code and latency.
+the predictor's metrics sink (batch, track_queue, model_loaded, reload), through
+`interceptor()` the recorder of every unary rpc's status code and latency, and through
+`http_request` that of every HTTP request.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ class Metrics:
             ["task", "result"],
             registry=r,
         )
+        self.http_requests = prom.Counter(
+            "seq2seq_http_requests",
+            "Finished HTTP requests by route and HTTP status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.http_latency = prom.Histogram(
+            "seq2seq_http_request_latency_seconds",
+            "HTTP request latency inside the server, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._server = None
 
     # --- the predictor's sink --------------------------------------------------------------------
@@ -93,7 +108,11 @@ class Metrics:
     def reload(self, task: str, ok: bool) -> None:
         self.reloads.labels(task, "ok" if ok else "failed").inc()
 
-    # --- rpcs ----------------------------------------------------------------------------------
+    # --- requests --------------------------------------------------------------------------------
+
+    def http_request(self, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(route, str(status)).inc()
+        self.http_latency.labels(route).observe(seconds)
 
     def interceptor(self) -> grpc.ServerInterceptor:
         return _MetricsInterceptor(self)

@@ -1,7 +1,8 @@
 """Transport security and authentication: TLS credentials and bearer-token checking.
 
-Token auth is a server interceptor: every rpc except the health service (load balancers and
-orchestrators probe it without secrets) must carry `authorization: Bearer <token>` metadata.
+Token auth: every rpc except the health service (load balancers and orchestrators probe it
+without secrets) must carry `authorization: Bearer <token>` metadata, and every HTTP API call
+the same header; `BearerToken` checks both.
 The comparison is constant-time (hmac.compare_digest over SHA-256 digests, so neither the
 content nor the length of the expected token leaks through timing); a missing or wrong token
 is answered UNAUTHENTICATED before the request reaches the servicer.
@@ -50,34 +51,49 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
+MISSING_TOKEN = "missing bearer token: send the header 'authorization: Bearer <token>'"
+
+
+class BearerToken:
+    """Checks `authorization` values against the token, for gRPC metadata and HTTP headers."""
+
+    def __init__(self, token: str):
+        if not token:
+            raise ValueError("the token is empty")
+        self._expected = _digest(token)
+
+    def refusal(self, values) -> str | None:
+        """None when `values` (every `authorization` value sent) is one `Bearer <token>`;
+        otherwise the reason to refuse. The scheme is case-insensitive (RFC 6750 / RFC 9110)."""
+        values = [v.decode("latin-1") if isinstance(v, bytes) else v for v in values]
+        if not values:
+            return MISSING_TOKEN
+        if len(values) > 1:
+            return "more than one authorization header: send exactly one"
+        scheme, _, credentials = values[0].strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return "unsupported authorization scheme: send 'authorization: Bearer <token>'"
+        # constant-time over digests: neither the token's content nor its length leaks
+        if hmac.compare_digest(_digest(credentials.strip()), self._expected):
+            return None
+        return "invalid bearer token"
+
+
 class TokenAuth(grpc.ServerInterceptor):
     """Lets an rpc through only with `authorization: Bearer <token>` (health checks are open)."""
 
     def __init__(self, token: str, open_prefixes=OPEN_METHOD_PREFIXES):
-        if not token:
-            raise ValueError("the token is empty")
-        self._expected = _digest(f"Bearer {token}")
+        self._check = BearerToken(token)
         self._open = tuple(open_prefixes)
 
     def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(self._open):
             return continuation(handler_call_details)
-        sent = [
-            v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"
-        ]
-        value = sent[0] if sent else ""
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if hmac.compare_digest(_digest(value), self._expected):
-            return continuation(handler_call_details)
+        metadata = handler_call_details.invocation_metadata or ()
+        message = self._check.refusal([v for k, v in metadata if k == "authorization"])
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        message = (
-            "invalid bearer token"
-            if sent
-            else "missing bearer token: send metadata 'authorization: Bearer <token>'"
-        )
+        if message is None or handler is None:
+            return handler
         return _denying(handler, message)
 
 

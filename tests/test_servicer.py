@@ -1,16 +1,14 @@
 """The servicer alone, in process (grpc_testing, no socket), over a fake predictor: protobuf ↔
 Python conversion, optional fields, and the one error → status mapping."""
 
-from typing import NamedTuple
-
 import grpc
 import grpc_testing
 import pytest
+from fakes import FakePredictor
 
 from serving.server.errors import (
     DeadlineExceeded,
     InvalidRequest,
-    Limits,
     ModelUnavailable,
     NotSupported,
     Overloaded,
@@ -20,59 +18,6 @@ from serving.server.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Seq2SeqService"]
-
-
-class Hyp(NamedTuple):  # the fields of seq2seq.inference.Hypothesis the servicer reads
-    text: str
-    score: float
-    source_tokens: tuple = ()
-    target_tokens: tuple = ()
-    alignment: tuple = ()
-    word_alignment: tuple = ()
-
-
-class FakePredictor:
-    limits = Limits()
-
-    def __init__(self, error=None):
-        self.error = error
-        self.calls = []
-
-    def translate(self, texts, **options):
-        self.calls.append(("translate", texts, options))
-        if self.error:
-            raise self.error
-        if options.get("return_alignment"):
-            rows = ((0.75, 0.25), (0.5, 0.5))
-            aligned = Hyp("A", -0.5, ("▁a", "b"), ("▁A", "<eos>"), rows, (("A", "ab"),))
-            return [[aligned] for _ in texts], 7
-        return [
-            [Hyp(t.upper(), -0.5), Hyp(t.lower(), -1.5)][: options["n_best"] or 1] for t in texts
-        ], 7
-
-    def classify(self, texts, model_version=None, timeout=None):
-        self.calls.append(("classify", texts, {"model_version": model_version, "timeout": timeout}))
-        if self.error:
-            raise self.error
-        return [("pos", {"neg": 0.25, "pos": 0.75}) for _ in texts], 3
-
-    def metadata(self, task=None):
-        return [
-            {
-                "task": "classify",
-                "version": 3,
-                "source_language": "",
-                "target_language": "",
-                "labels": ["neg", "pos"],
-                "source_vocab_size": 100,
-                "target_vocab_size": 0,
-                "eval_scores": {"accuracy": 0.9},
-                "dataset": "toy",
-                "default_beam_size": 0,
-                "default_max_length": 0,
-                "default_length_penalty": 0.0,
-            }
-        ]
 
 
 def invoke(predictor, method, request):

@@ -61,6 +61,7 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 API_ROUTES = {"/v1/translate": "POST", "/v1/classify": "POST", "/v1/models": "GET"}
 # Routes counted by name in the metrics; any other path is counted as "other".
 METRIC_ROUTES = ("/v1/translate", "/v1/classify", "/v1/models", "/healthz", "/readyz", "/")
@@ -123,9 +124,11 @@ def parse_message(body: bytes, message_type):
         return dict(pairs)
 
     try:
-        value = json.loads(body, object_pairs_hook=no_duplicates)
+        text = body.decode("utf-8")  # JSON is UTF-8 (RFC 8259): no guessing at other encodings
     except UnicodeDecodeError:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "the body is not UTF-8 text") from None
+    try:
+        value = json.loads(text, object_pairs_hook=no_duplicates)
     except ValueError as err:
         raise ApiError(
             grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {err}"
@@ -185,7 +188,7 @@ class HttpApi:
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
-            Route("/v1/{rest:path}", self._unknown),
+            Route("/v1/{rest:path}", self._unknown, methods=ALL_METHODS),
             Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="page"),
         ]  # fmt: skip
         handlers = {404: self._not_found, 405: self._not_allowed}
@@ -417,6 +420,7 @@ def _listen(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(2048)  # listening now: the port is ours, a second server fails here
     except OSError as err:
         reason = err.strerror or str(err)
         raise SystemExit(f"error: cannot listen for HTTP on {host}:{port}: {reason}") from None

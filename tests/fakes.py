@@ -1,0 +1,68 @@
+"""A fake predictor for the servicer and HTTP API tests: the predictor's interface, canned
+answers, the calls it got, and an error to raise or an event to wait on."""
+
+import threading
+from typing import NamedTuple
+
+from serving.server.errors import Limits
+
+
+class Hyp(NamedTuple):  # the fields of seq2seq.inference.Hypothesis the servicer reads
+    text: str
+    score: float
+    source_tokens: tuple = ()
+    target_tokens: tuple = ()
+    alignment: tuple = ()
+    word_alignment: tuple = ()
+
+
+class Version(NamedTuple):  # what the HTTP API's /readyz reads of a loaded model
+    version: int
+
+
+class FakePredictor:
+    limits = Limits()
+
+    def __init__(self, error=None, hold: threading.Event | None = None):
+        self.error = error
+        self.hold = hold  # set: calls wait for it (to keep them running)
+        self.calls = []
+        self.models = {"translate": Version(7), "classify": Version(3)}
+
+    def translate(self, texts, **options):
+        self.calls.append(("translate", texts, options))
+        if self.hold is not None:
+            self.hold.wait(30)
+        if self.error:
+            raise self.error
+        if options.get("return_alignment"):
+            rows = ((0.75, 0.25), (0.5, 0.5))
+            aligned = Hyp("A", -0.5, ("▁a", "b"), ("▁A", "<eos>"), rows, (("A", "ab"),))
+            return [[aligned] for _ in texts], 7
+        return [
+            [Hyp(t.upper(), -0.5), Hyp(t.lower(), -1.5)][: options["n_best"] or 1] for t in texts
+        ], 7
+
+    def classify(self, texts, model_version=None, timeout=None):
+        self.calls.append(("classify", texts, {"model_version": model_version, "timeout": timeout}))
+        if self.error:
+            raise self.error
+        return [("pos", {"neg": 0.25, "pos": 0.75}) for _ in texts], 3
+
+    def metadata(self, task=None):
+        return [
+            {
+                "task": "classify",
+                "version": 3,
+                "source_language": "",
+                "target_language": "",
+                "labels": ["neg", "pos"],
+                "source_vocab_size": 100,
+                "target_vocab_size": 0,
+                "eval_scores": {"accuracy": 0.9},
+                "dataset": "toy",
+                "default_beam_size": 0,
+                "default_max_length": 0,
+                "default_length_penalty": 0.0,
+            }
+        ]

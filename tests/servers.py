@@ -1,11 +1,14 @@
 """Helpers for the serving tests: tiny exported models and a real server in a subprocess."""
 
+import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from seq2seq.config import load_config
@@ -144,3 +147,31 @@ def wait_for(condition, timeout: float = 60, every: float = 0.1, what: str = "co
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def http_call(base: str, method: str, path: str, body=None, headers=(), tls=None):
+    """(status, parsed JSON or text, headers) of one request; `body`: bytes, str or JSON value;
+    `headers`: (name, value) pairs, a name may repeat; `tls`: an ssl.SSLContext for https."""
+    if body is not None and not isinstance(body, bytes):
+        body = (body if isinstance(body, str) else json.dumps(body)).encode()
+    url = urllib.parse.urlsplit(base)
+    if url.scheme == "https":
+        connection = http.client.HTTPSConnection(url.hostname, url.port, timeout=60, context=tls)
+    else:
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        connection.putrequest(method, path)
+        for key, value in headers:
+            connection.putheader(key, value)
+        if body is not None:
+            connection.putheader("Content-Type", "application/json")
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(raw), response.headers
+    except ValueError:
+        return response.status, raw.decode(), response.headers

@@ -5,7 +5,6 @@ import http.client
 import json
 import threading
 import time
-import urllib.parse
 
 import anyio
 import grpc
@@ -13,6 +12,7 @@ import pytest
 from fakes import FakePredictor
 from google.protobuf import json_format
 from servers import PAIRS, REVIEWS, Server, free_port, wait_for
+from servers import http_call as call
 
 from serving.server.errors import (
     DeadlineExceeded,
@@ -29,34 +29,6 @@ from serving.v1 import seq2seq_pb2 as pb
 from serving.v1 import seq2seq_pb2_grpc as pb_grpc
 
 TOKEN = "http-token-42"
-
-
-def call(base: str, method: str, path: str, body=None, headers=(), tls=None):
-    """(status, parsed JSON or text, headers) of one request; `body`: bytes, str or JSON value;
-    `headers`: (name, value) pairs, a name may repeat; `tls`: an ssl.SSLContext for https."""
-    if body is not None and not isinstance(body, bytes):
-        body = (body if isinstance(body, str) else json.dumps(body)).encode()
-    url = urllib.parse.urlsplit(base)
-    if url.scheme == "https":
-        connection = http.client.HTTPSConnection(url.hostname, url.port, timeout=60, context=tls)
-    else:
-        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    try:
-        connection.putrequest(method, path)
-        for key, value in headers:
-            connection.putheader(key, value)
-        if body is not None:
-            connection.putheader("Content-Type", "application/json")
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body)
-        response = connection.getresponse()
-        raw = response.read()
-    finally:
-        connection.close()
-    try:
-        return response.status, json.loads(raw), response.headers
-    except ValueError:
-        return response.status, raw.decode(), response.headers
 
 
 def asgi_post(app, path: str, chunks: list[bytes]):

@@ -143,3 +143,20 @@ def test_the_export_format_and_inference_stay_below_keras_and_training():
         reach = {m for m in reachable(graph, module) if m.startswith(heavy)}
         assert not reach, f"{module} imports {sorted(reach)}"
     assert "seq2seq.inference" in graph["serving.server.predictor"]
+
+
+def test_the_http_api_speaks_to_the_servicer_only():
+    graph = import_graph()
+    reach = reachable(graph, "serving.server.http_api")
+    assert not {m for m in reach if m.startswith("seq2seq")}, sorted(reach)
+    assert "serving.server.predictor" not in reach  # same servicer as gRPC, nothing of its own
+
+
+def test_the_client_install_has_no_server_or_model_dependencies():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {d.split("==")[0] for d in project["dependencies"]}
+    assert base == {"grpcio", "protobuf"}
+    serving_side = {d.split("==")[0] for d in project["optional-dependencies"]["ml"]}
+    assert {"starlette", "uvicorn", "tensorflow-cpu"} <= serving_side

@@ -2,11 +2,13 @@
 (also under load, and memory across reloads), SIGTERM under load. Real servers on loopback."""
 
 import datetime
+import http.client
 import ipaddress
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from servers import PAIRS, REVIEWS, ROOT, Server, free_port, wait_for
+from servers import http_call as call
 
 from serving.client import Client, ServingError
 
@@ -87,15 +90,17 @@ def secure(models, tmp_path_factory):
     pki = make_pki(folder)
     token_file = folder / "token"
     token_file.write_text(TOKEN + "\n")
-    metrics_port = free_port()
+    metrics_port, http_port = free_port(), free_port()
     srv = Server(
         models,
         "--tls-cert", str(pki["server.pem"]),
         "--tls-key", str(pki["server.key"]),
         "--token-file", str(token_file),
         "--metrics-port", str(metrics_port),
+        "--http-port", str(http_port),
     )  # fmt: skip
     srv.pki, srv.token_file, srv.metrics_port = pki, token_file, metrics_port
+    srv.https = f"https://localhost:{http_port}"
     yield srv
     srv.stop()
 
@@ -210,6 +215,34 @@ def test_bad_security_settings_stop_the_server_with_a_clear_message(models, tmp_
 
 
 # --- metrics -----------------------------------------------------------------------------------
+
+
+def test_the_http_api_has_the_same_tls_token_and_metrics(secure):
+    tls = ssl.create_default_context(cafile=str(secure.pki["ca.pem"]))
+    auth = [("Authorization", f"Bearer {TOKEN}")]
+    before = scrape(secure.metrics_port)
+    status, body, _ = call(
+        secure.https, "POST", "/v1/classify", {"texts": ["a good film 3"]}, auth, tls
+    )
+    assert status == 200 and body["results"][0]["label"] == "pos"
+    status, body, _ = call(secure.https, "POST", "/v1/classify", {"texts": ["x"]}, (), tls)
+    assert status == 401 and body["error"]["message"].startswith("missing bearer token")
+    assert call(secure.https, "GET", "/readyz", tls=tls)[0] == 200  # open, as gRPC health is
+    with pytest.raises(ssl.SSLError):  # a CA the server's certificate does not chain to
+        other = ssl.create_default_context(cafile=str(secure.pki["other-ca.pem"]))
+        call(secure.https, "GET", "/healthz", tls=other)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):  # plaintext is refused
+        call(secure.https.replace("https", "http"), "GET", "/healthz")
+    after = scrape(secure.metrics_port)
+
+    def delta(status):
+        key = (
+            "seq2seq_http_requests_total",
+            frozenset({"route": "/v1/classify", "status": status}.items()),
+        )
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("200") == 1 and delta("401") == 1
 
 
 def test_metrics_count_requests_by_status_batches_and_versions(secure):

@@ -118,11 +118,12 @@ function renderModels(data) {
     const dl = el("dl");
     for (const [k, v] of rows) dl.append(el("dt", {}, k), el("dd", {}, v));
     list.append(el("article", { class: "model", id: "model-" + task },
-      el("h3", {}, task, el("span", { class: "version" }, "v" + m.version)), dl));
+      el("h3", {}, task + " ", el("span", { class: "version" }, "v" + m.version)), dl));
   }
   const lim = data.limits;
   $("beam").max = lim.max_beam_size;
   $("nbest").max = Math.min(lim.max_n_best, Number($("beam").value));
+  if (Number($("nbest").value) > Number($("nbest").max)) $("nbest").value = $("nbest").max;
   const names = data.models.map((m) =>
     `${m.task === "TASK_TRANSLATE" ? "translate" : "classify"} v${m.version}`);
   setStatus("ok", "ready: " + names.join(", "));
@@ -325,6 +326,7 @@ function wire() {
   });
   $("beam").addEventListener("change", () => {
     $("nbest").max = $("beam").value;
+    // n_best cannot exceed the beam: follow it down
     if (Number($("nbest").value) > Number($("beam").value)) $("nbest").value = $("beam").value;
   });
   $("token-form").addEventListener("submit", (event) => {

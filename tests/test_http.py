@@ -428,3 +428,17 @@ def test_sigterm_lets_a_running_http_call_finish(models):
     t.join(60)
     assert srv.proc.wait(60) == 0
     assert answers and answers[0][0] == 200 and len(answers[0][1]["translations"]) == 60
+
+
+def test_the_load_generator_speaks_http(running):
+    from serving.bench.loadgen import run_load
+
+    api = running()
+    texts = [f"frase {i}" for i in range(10)]
+    out = run_load(api.base, texts, 2, 0.5, warmup=0.1, texts_per_request=3)
+    assert out["protocol"] == "http" and out["errors"] == {} and out["requests"] > 0
+    sent = [(texts_, options["beam_size"]) for _, texts_, options in api.predictor.calls]
+    assert {len(t) for t, _ in sent[2:]} == {3} and {b for _, b in sent} == {1}  # greedy
+    refusing = running(FakePredictor(Overloaded("the translate queue is full")))
+    with pytest.raises(RuntimeError, match="first request failed: RESOURCE_EXHAUSTED"):
+        run_load(refusing.base, texts, 2, 0.5, warmup=0.1)

@@ -550,11 +550,16 @@ def test_bench_serve_reports_ratios_against_the_mean_anchor_and_the_ceiling(mode
         for b in r["grpc"]:
             assert b["requests"] > 0 and b["errors"] == {} and b["texts_per_request"] == 2
             assert b["ratio"] == pytest.approx(b["sentences_per_s"] / a)
+        assert [b["clients"] for b in r["http"]] == [1, 4]  # the fewest and the most
+        for b in r["http"]:
+            assert b["protocol"] == "http" and b["requests"] > 0 and b["errors"] == {}
+            assert b["ratio"] == pytest.approx(b["sentences_per_s"] / a)
         f = r["rpc_alone"]["sentences_per_s"]
         assert r["rpc_alone"]["clients"] == 4 and f > 0
         assert r["rpc_alone"]["ceiling"] == pytest.approx(f / (a + f))
     assert "ceiling on this machine" not in run.stdout  # the verdicts are for 32 clients only
     assert "rpc path alone" in run.stdout
+    assert "translate  HTTP        4" in run.stdout  # a row of the summary table
 
     bad = subprocess.run(
         [sys.executable, "-m", "serving.bench", "--model-dir", str(models), "--clients", "0"],

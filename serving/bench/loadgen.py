@@ -1,27 +1,107 @@
-"""A load generator for a seq2seq server: N concurrent clients, K texts per request (1).
+"""A load generator for a seq2seq server: N concurrent clients, K texts per request (1), over
+gRPC or the HTTP/JSON API.
 
     python -m serving.bench.loadgen --target localhost:50051 --clients 32 --seconds 10 \
         --task translate --texts-file sentences.txt
+    python -m serving.bench.loadgen --target http://localhost:8080 --clients 32 ...
 
-Each client is a thread with its own channel, sending the texts of the file in turn (each
-client from a different offset), `--texts-per-request` at a time, greedy decoding. After a
-warm-up, it counts answered texts and per-request latencies for `--seconds`, then prints one
-JSON line: clients, texts_per_request, seconds, requests, sentences_per_s, p50_ms, p90_ms,
-p99_ms, errors (status → count). Needs only grpcio
-and protobuf (it uses serving.client), so it can run on another machine than the server.
+Each client is a thread with its own channel (or keep-alive HTTP connection), sending the texts
+of the file in turn (each client from a different offset), `--texts-per-request` at a time,
+greedy decoding. After a warm-up, it counts answered texts and per-request latencies for
+`--seconds`, then prints one JSON line: protocol, clients, texts_per_request, seconds, requests,
+sentences_per_s, p50_ms, p90_ms, p99_ms, errors (status → count). Needs only grpcio and
+protobuf (it uses serving.client) and the standard library, so it can run on another machine
+than the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
+import ssl
 import statistics
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter
 
 from serving.client import Client, ServingError
+
+
+class CallError(Exception):
+    """A request that was answered with an error: `code` names it (a gRPC status name)."""
+
+    def __init__(self, code: str, message: str = ""):
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+
+
+class HttpCaller:
+    """Calls POST /v1/<task> of the HTTP/JSON API over one keep-alive connection."""
+
+    def __init__(self, base_url: str, task: str, token=None, tls_ca=None, timeout=60):
+        url = urllib.parse.urlsplit(base_url)
+        if url.scheme == "https":
+            tls = ssl.create_default_context(cafile=tls_ca)
+            self._connection = http.client.HTTPSConnection(
+                url.hostname, url.port, timeout=timeout, context=tls
+            )
+        else:
+            self._connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        self._path = f"/v1/{task}"
+        self._task = task
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def __call__(self, texts: list[str]) -> dict:
+        body = {"texts": texts}
+        if self._task == "translate":
+            body["beam_size"] = 1  # greedy, as the gRPC clients ask
+        try:
+            self._connection.request("POST", self._path, json.dumps(body), self._headers)
+            response = self._connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as err:
+            self._connection.close()  # reconnects on the next request
+            raise CallError(f"CONNECTION ({type(err).__name__})") from None
+        if response.status != 200:
+            try:
+                error = json.loads(data)["error"]
+                code, message = error["status"], error["message"]
+            except (ValueError, KeyError, TypeError):
+                code, message = f"HTTP {response.status}", data[:200].decode("utf-8", "replace")
+            raise CallError(code, message)
+        return json.loads(data)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+@contextlib.contextmanager
+def connect(target: str, task: str, **client_options):
+    """A function texts → answer for `target` (host:port for gRPC, http(s)://… for HTTP)."""
+    if target.startswith(("http://", "https://")):
+        caller = HttpCaller(target, task, client_options.get("token"), client_options.get("tls_ca"))
+        try:
+            yield caller
+        finally:
+            caller.close()
+        return
+    with Client(target, retries=0, **client_options) as c:
+
+        def call(texts):
+            try:
+                if task == "translate":  # greedy, as the in-process anchor of `serving.bench`
+                    return c.translate(texts, beam_size=1)
+                return c.classify(texts)
+            except ServingError as err:
+                raise CallError(err.code.name, err.details) from None
+
+        yield call
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -57,13 +137,7 @@ def run_load(
     failed: list[str] = []  # why a client could not start
 
     def client(i: int) -> None:
-        with Client(target, retries=0, **client_options) as c:
-            if task == "translate":  # greedy, as the in-process anchor of `serving.bench`
-
-                def call(texts):
-                    return c.translate(texts, beam_size=1)
-            else:
-                call = c.classify
+        with connect(target, task, **client_options) as call:
             try:
                 call([texts[i % len(texts)]])  # connect before the clock starts
             except Exception as err:  # reported by the caller, not lost in this thread
@@ -82,9 +156,9 @@ def run_load(
                 n += k
                 try:
                     call([texts[(n + j) % len(texts)] for j in range(k)])
-                except ServingError as err:
+                except CallError as err:
                     with lock:
-                        errors[err.code.name] += 1
+                        errors[err.code] += 1
                     continue
                 done = time.monotonic()
                 if sent >= start_at and done <= end_at:
@@ -104,6 +178,7 @@ def run_load(
     every = sorted(x for per_client in latencies for x in per_client)
     return {
         "task": task,
+        "protocol": "http" if target.startswith(("http://", "https://")) else "grpc",
         "clients": clients,
         "texts_per_request": k,
         "seconds": seconds,
@@ -121,7 +196,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m serving.bench.loadgen", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--target", default="localhost:50051")
+    p.add_argument(
+        "--target", default="localhost:50051", help="host:port (gRPC) or http(s)://host:port"
+    )
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load not counted")

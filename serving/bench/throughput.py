@@ -9,7 +9,8 @@ In one run, for each task with an exported model:
       within minutes;
   (b) the gRPC server (`python -m serving`, dynamic batching on) loaded by 1, 8 and 32
       concurrent clients in a separate process (`serving.bench.loadgen`, one text per request, or
-      `--texts-per-request`), sentences/s and p50/p90/p99 latency,
+      `--texts-per-request`), sentences/s and p50/p90/p99 latency; then the same server's
+      HTTP/JSON API at the fewest and the most clients (1 and 32),
 and the ratio (b)/(a). Texts are the test split prepared by `make data` (or --texts-file).
 Targets: ratio ≥ 0.8 at 32 clients; p50 ≤ 20 ms for one sentence, greedy, 1 client (judged
 with one text per request).
@@ -199,11 +200,13 @@ class _Server:
             self.proc.kill()
 
 
-def _load(port: int, n: int, task: str, texts_path: Path, seconds: float, k: int = 1) -> dict:
-    """`serving.bench.loadgen` with n clients, k texts per request, against 127.0.0.1:port, in a
-    child process."""
+def _load(target, n: int, task: str, texts_path: Path, seconds: float, k: int = 1) -> dict:
+    """`serving.bench.loadgen` with n clients, k texts per request, against `target` (a port on
+    127.0.0.1 for gRPC, or an http:// URL), in a child process."""
+    if isinstance(target, int):
+        target = f"127.0.0.1:{target}"
     out = subprocess.run(
-        [sys.executable, "-m", "serving.bench.loadgen", "--target", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "serving.bench.loadgen", "--target", target,
          "--clients", str(n), "--seconds", str(seconds), "--task", task,
          "--texts-file", str(texts_path), "--texts-per-request", str(k)],
         capture_output=True, text=True, cwd=ROOT, timeout=seconds * 4 + 120,
@@ -300,7 +303,7 @@ def main(argv=None) -> int:
         f"thread(s) per call (the same in process and in the server); "
         f"{args.seconds:g} s per point; {args.texts_per_request} text(s) per request"
     )
-    results = {task: {"in_process": {}, "grpc": []} for task in tasks}
+    results = {task: {"in_process": {}, "grpc": [], "http": []} for task in tasks}
     with_texts = {task: _texts(task, args.texts_file, args.texts) for task in tasks}
     anchors: dict[str, list[float]] = {task: [] for task in tasks}
 
@@ -320,8 +323,10 @@ def main(argv=None) -> int:
 
     for task in tasks:
         anchor(task, "before")
+    http_port = _free_port()
     server = _Server(
         ["-m", "serving", "--model-dir", str(model_dir), "--poll-seconds", "0",
+         "--http-port", str(http_port),
          "--max-batch-size", str(args.max_batch_size), "--max-wait-us", str(args.max_wait_us),
          "--batch-threads", _threads_flag(batching.threads), "--tf-threads", str(args.tf_threads)]
     )  # fmt: skip
@@ -335,6 +340,13 @@ def main(argv=None) -> int:
                 b = _load(server.port, n, task, texts_paths[task], args.seconds, k)
                 results[task]["grpc"].append(b)
                 print(f"{task}: gRPC {n:>2} clients: {b['sentences_per_s']:8.1f} sentences/s  "
+                      f"p50 {b['p50_ms']:6.1f} ms  p99 {b['p99_ms']:6.1f} ms  "
+                      f"errors {b['errors'] or 0}", flush=True)  # fmt: skip
+            for n in sorted({min(clients), max(clients)}):
+                url = f"http://127.0.0.1:{http_port}"
+                b = _load(url, n, task, texts_paths[task], args.seconds, k)
+                results[task]["http"].append(b)
+                print(f"{task}: HTTP {n:>2} clients: {b['sentences_per_s']:8.1f} sentences/s  "
                       f"p50 {b['p50_ms']:6.1f} ms  p99 {b['p99_ms']:6.1f} ms  "
                       f"errors {b['errors'] or 0}", flush=True)  # fmt: skip
     finally:
@@ -356,7 +368,7 @@ def main(argv=None) -> int:
         anchor(task, "after")
         a = sum(anchors[task]) / len(anchors[task])
         results[task]["in_process"]["sentences_per_s"] = a
-        for b in results[task]["grpc"]:
+        for b in results[task]["grpc"] + results[task]["http"]:
             b["ratio"] = b["sentences_per_s"] / a
         f = results[task]["rpc_alone"]["sentences_per_s"]
         results[task]["rpc_alone"]["ceiling"] = f / (a + f)
@@ -365,18 +377,21 @@ def main(argv=None) -> int:
     print("in-process runs before and after the gRPC points)")
     print("ceiling = F / (A + F), F = answers/s of the rpc path alone, A = in-process sentences/s:")
     print("the most the ratio can be while clients and server share this machine's cores")
-    print(f"{'task':<10} {'clients':>7} {'sent/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}")
+    print(f"{'task':<10} {'api':<5} {'clients':>7} {'sent/s':>9} {'ratio':>6} {'p50 ms':>7} "
+          f"{'p99 ms':>7}")  # fmt: skip
     for task in tasks:
         a = results[task]["in_process"]["sentences_per_s"]
         runs = " and ".join(f"{x:.1f}" for x in anchors[task])
-        print(f"{task:<10} {'in-proc':>7} {a:9.1f} {1:6.2f} {'':>7} {'':>7}  (mean of {runs})")
+        print(f"{task:<10} {'':<5} {'in-proc':>7} {a:9.1f} {1:6.2f} {'':>7} {'':>7}  "
+              f"(mean of {runs})")  # fmt: skip
         alone = results[task]["rpc_alone"]
         note = f"(rpc path alone, {alone['clients']} clients; ceiling {alone['ceiling']:.2f})"
-        print(f"{task:<10} {'no-model':>7} {alone['sentences_per_s']:9.1f} "
+        print(f"{task:<10} {'gRPC':<5} {'no-model':>7} {alone['sentences_per_s']:9.1f} "
               f"{'':>6} {alone['p50_ms']:7.1f} {alone['p99_ms']:7.1f}  {note}")  # fmt: skip
-        for b in results[task]["grpc"]:
-            print(f"{task:<10} {b['clients']:>7} {b['sentences_per_s']:9.1f} {b['ratio']:6.2f} "
-                  f"{b['p50_ms']:7.1f} {b['p99_ms']:7.1f}")  # fmt: skip
+        for api, rows in (("gRPC", results[task]["grpc"]), ("HTTP", results[task]["http"])):
+            for b in rows:
+                print(f"{task:<10} {api:<5} {b['clients']:>7} {b['sentences_per_s']:9.1f} "
+                      f"{b['ratio']:6.2f} {b['p50_ms']:7.1f} {b['p99_ms']:7.1f}")  # fmt: skip
     verdicts = []
     for task in tasks:
         by_n = {b["clients"]: b for b in results[task]["grpc"]}

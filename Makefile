@@ -22,7 +22,7 @@ C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install test lint format bench-rnn bench-serve serve serve-check clean data data-translate data-classify \
+.PHONY: FORCE help install test lint format bench-rnn bench-serve serve serve-check screenshot clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos report
 
@@ -105,10 +105,10 @@ protos: $(STAMP)  ## regenerate serving/v1/ from protos/ (grpcio-tools)
 MODEL_DIR ?= $(if $(filter tiny,$(PRESET)),models-tiny,models)
 # Server settings: SERVE_CONFIG (YAML, see serving/server/config.example.yaml) and, over it,
 # HOST, PORT, DEVICE, TOKEN_FILE, TLS_CERT, TLS_KEY, METRICS_PORT (unset: the config's or default),
-# and HTTP_PORT: the web page and HTTP/JSON API (8080 here; -1 turns them off).
+# and HTTP_PORT / HTTP_HOST: the web page and HTTP/JSON API (8080 here; -1 turns them off).
 HTTP_PORT ?= 8080
 SERVE_OPTS = --model-dir $(MODEL_DIR) $(if $(SERVE_CONFIG),--config $(SERVE_CONFIG)) \
-             --http-port $(HTTP_PORT) \
+             --http-port $(HTTP_PORT) $(if $(HTTP_HOST),--http-host $(HTTP_HOST)) \
              $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) \
              $(if $(DEVICE),--device $(DEVICE)) $(if $(TOKEN_FILE),--token-file $(TOKEN_FILE)) \
              $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $(TLS_KEY)) \
@@ -162,7 +162,10 @@ serve: serve-check $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missi
 	@echo "==> serving $(MODEL_DIR)/ (new versions exported there are picked up live)"
 	$(BIN)/python -m serving $(SERVE_OPTS)
 
-bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC server under 1/8/32 clients vs in-process calls
+screenshot: | $(STAMP)  ## picture the page of a running make serve → docs/images/web-page.png (URL=)
+	$(BIN)/python tests/browser.py $(or $(URL),http://127.0.0.1:$(HTTP_PORT)/) docs/images/web-page.png
+
+bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC (1/8/32 clients) and HTTP (1/32) vs in-process calls
 	@echo "==> benchmarking the server against in-process calls of the exported models (~4 min)"
 	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 

@@ -14,7 +14,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "serving" / "server" / "config.e
 def test_the_example_file_lists_exactly_the_defaults():
     assert config.load(EXAMPLE) == config.ServingConfig()
     text = EXAMPLE.read_text()
-    for section in ("server", "models", "batching", "limits", "security", "metrics"):
+    for section in ("server", "models", "batching", "limits", "security", "metrics", "http"):
         keys = vars(getattr(config.ServingConfig(), section))
         assert all(f"  {key}:" in text for key in keys), section
 
@@ -25,6 +25,7 @@ def test_defaults_bind_loopback_with_batching_on_and_security_off():
     assert cfg.batching.max_batch_size == 32 and cfg.batching.max_wait_us == 2000
     assert cfg.security.tls_cert == "" and cfg.security.token_file == ""
     assert cfg.metrics.port == -1
+    assert cfg.http.port == -1 and cfg.http.host == "127.0.0.1"  # off unless asked (make serve)
 
 
 def test_file_values_apply_and_flags_override_them(tmp_path):
@@ -76,6 +77,8 @@ def test_batch_threads_are_one_number_or_one_per_task(tmp_path):
         ("batching:\n  threads: two\n", "batching.threads must be an integer or a mapping"),
         ("security:\n  tls_key: k.pem\n", "go together"),
         ("limits:\n  max_texts: 0\n", "limits.max_texts must be ≥ 1"),
+        ("http:\n  port: -2\n", "http.port must be -1 (off) or in [0, 65535], got -2"),
+        ("http:\n  prot: 8080\n", "unknown setting http.prot; http has: host, port"),
         ("- a\n- b\n", "expected sections"),
         ("server: [\n", "not valid YAML"),
     ],

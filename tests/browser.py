@@ -105,6 +105,7 @@ def picture(url: str, out: Path, source: str, review: str, width: int = 1280) ->
         wait(driver, lambda d: all_of(d, "#target-words .word"), 60, "no alignment")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, height + 140)
+        driver.execute_script("document.activeElement.blur()")  # no focus ring in the picture
         words = all_of(driver, "#target-words .word")
         hover(driver, words[min(3, len(words) - 1)])
         driver.save_screenshot(str(out))

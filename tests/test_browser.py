@@ -127,3 +127,25 @@ def test_the_page_fits_a_phone_and_shows_an_unreachable_server(driver, page_url)
     error = by_id(driver, "classify-error")
     wait(driver, lambda d: error.is_displayed(), 30, "no error shown")
     assert "the server cannot be reached" in error.text
+
+
+def test_a_server_with_a_token_asks_for_it_and_then_answers(models, driver):
+    port = free_port()
+    with Server(models, "--http-port", str(port), env={"SEQ2SEQ_TOKEN": "page-token"}):
+        driver.get(f"http://127.0.0.1:{port}/")
+        form = by_id(driver, "token-form")
+        wait(driver, lambda d: form.is_displayed(), 60, "no token field")
+        assert by_id(driver, "status").text == "a token is needed"
+        by_id(driver, "translate-button").click()
+        error = by_id(driver, "translate-error")
+        wait(driver, lambda d: error.is_displayed(), 30, "the 401 was not shown")
+        assert error.text.startswith("401 UNAUTHENTICATED: missing bearer token")
+        type_into(driver, "token", "page-token")
+        by_id(driver, "token").submit()
+        wait(driver, lambda d: "ready" in by_id(d, "status").text, 30, "the token was not used")
+        assert not form.is_displayed()
+        type_into(driver, "source", "Comen pan.")
+        submit_with_keyboard(driver, "source")
+        wait(driver, lambda d: all_of(d, "#hypotheses li"), 60, "no translation")
+        assert all_of(driver, "#hypotheses .text")[0].text == "They eat bread."
+        assert not error.is_displayed()

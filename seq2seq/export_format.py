@@ -42,7 +42,8 @@ SIGNATURES = {
     GREEDY_ALIGNED: "as translate_greedy, and alignment float32 [B,L,S]: row t the attention "
     "over the source pieces (reading order) when token t was chosen",
     BEAM_ALIGNED: "as translate_beam, and alignment float32 [B,K,L,S]: each hypothesis's rows",
-    CLASSIFY: "(token_ids int32 [B,T]) -> probabilities float32 [B,C] in the order of `labels`",
+    CLASSIFY: "(token_ids int32 [B,T]) -> probabilities float32 [B,C] in the order of `labels` "
+    "(calibrated: softmax of logits / temperature), logits float32 [B,C]",
 }
 
 # --- decoding defaults: config `eval.*` starts from these; an export records its own ----------
@@ -250,6 +251,9 @@ def describe(metadata: dict, version: int) -> dict:
             )
     if isinstance(ev.get("rnn"), dict):
         scores.update({k: float(ev["rnn"][k]) for k in ("accuracy", "macro_f1")})
+        calibration = ev["rnn"].get("calibration")
+        if isinstance(calibration, dict) and "ece_after" in calibration:
+            scores["ece"] = float(calibration["ece_after"])
     decoding = default_decoding(m) if m["task"] == "translate" else None
     return {
         "task": m["task"],

@@ -39,6 +39,10 @@ class NoAlignment(ValueError):
     """Alignment was asked of a translator without attention."""
 
 
+class NoLogits(ValueError):
+    """Logits were asked of a classifier exported before they were part of its signature."""
+
+
 class Classification(NamedTuple):
     label: str
     probabilities: dict[str, float]  # every label, in the model's label order
@@ -200,6 +204,8 @@ class TextClassifier:
         max_input_tokens: longer inputs are cut.
         model: what owns the functions' variables (the Keras model, or the loaded SavedModel),
             kept alive with them.
+        temperature: the one the functions' probabilities are calibrated with (for reports;
+            the functions apply it).
     """
 
     def __init__(
@@ -209,24 +215,45 @@ class TextClassifier:
         labels: list[str],
         max_input_tokens: int = fmt.MAX_INPUT_TOKENS["classify"],
         model=None,
+        temperature: float = 1.0,
     ):
         self.functions, self.tokenizer, self.labels = functions, tokenizer, list(labels)
         self.max_input_tokens, self.model = max_input_tokens, model
+        self.temperature = temperature
 
     @classmethod
-    def from_model(cls, model, tokenizer: Tokenizer, labels: list[str]) -> TextClassifier:
-        return cls(_compiled(model.serving_functions()), tokenizer, labels, model=model)
+    def from_model(
+        cls, model, tokenizer: Tokenizer, labels: list[str], temperature: float = 1.0
+    ) -> TextClassifier:
+        """Around a trained Keras model; `temperature` calibrates its probabilities."""
+        functions = _compiled(model.serving_functions(temperature))
+        return cls(functions, tokenizer, labels, model=model, temperature=temperature)
 
-    def probabilities(self, texts: list[str], batch_size: int | None = 128) -> np.ndarray:
-        """(len(texts), len(labels)) probabilities, `batch_size` texts per call (None: all)."""
+    def _run(self, texts: list[str], output: str, batch_size: int | None) -> np.ndarray:
         out = np.zeros((len(texts), len(self.labels)), np.float32)
         step = batch_size or max(1, len(texts))
         for start in range(0, len(texts), step):
             chunk = [fmt.normalize(t) for t in texts[start : start + step]]
             rows = self.tokenizer.encode_batch(chunk)
             ids = tf.constant(fmt.input_ids(rows, self.max_input_tokens))
-            out[start : start + len(chunk)] = self.functions[fmt.CLASSIFY](ids)["probabilities"]
+            answer = self.functions[fmt.CLASSIFY](ids)
+            if output not in answer:
+                raise NoLogits(
+                    f"this model's classify function returns no {output} (exported before "
+                    "calibration: export it again)"
+                )
+            out[start : start + len(chunk)] = answer[output]
         return out
+
+    def probabilities(self, texts: list[str], batch_size: int | None = 128) -> np.ndarray:
+        """(len(texts), len(labels)) probabilities (calibrated), `batch_size` texts per call
+        (None: all)."""
+        return self._run(texts, "probabilities", batch_size)
+
+    def logits(self, texts: list[str], batch_size: int | None = 128) -> np.ndarray:
+        """(len(texts), len(labels)) logits, before any temperature (exports from before
+        calibration have none: NoLogits)."""
+        return self._run(texts, "logits", batch_size)
 
     def classify(self, texts: list[str], batch_size: int | None = 128) -> list[Classification]:
         return [
@@ -293,6 +320,7 @@ class ExportedModel:
                 list(self.metadata["labels"]),
                 fmt.max_input_tokens(self.metadata),
                 model=self.module,
+                temperature=float(self.metadata.get("temperature", 1.0)),
             )
 
     def _functions(self, names) -> dict:

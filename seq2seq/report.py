@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from seq2seq import calibration  # noqa: E402
 from seq2seq.config import Config  # noqa: E402
 from seq2seq.data import DataError, read_split  # noqa: E402
 from seq2seq.diagnostics import GradientNorms  # noqa: E402
@@ -249,20 +250,17 @@ def classification_figures(classifier, rows) -> list[Figure]:
         acc.append(100 * float(np.mean(pred[idx] == truth[idx])))
         counts.append(len(idx))
     _bars(axes[1], names, acc, counts, "accuracy by length", "accuracy %")
-    confidence = probs.max(1)
-    correct = pred == truth
-    edges = np.linspace(0, 1, 11)
-    centers, observed, sizes = [], [], []
-    for lo, hi in zip(edges, edges[1:], strict=False):
-        inside = (confidence > lo) & (confidence <= hi)
-        if inside.any():
-            centers.append(float(confidence[inside].mean()))
-            observed.append(float(correct[inside].mean()))
-            sizes.append(int(inside.sum()))
-    ece = sum(s * abs(c - o) for c, o, s in zip(centers, observed, sizes, strict=True)) / len(rows)
     ax = axes[2]
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.plot(centers, observed, "o-", label=f"model (ECE {ece:.3f})")
+    t = classifier.temperature
+    logits = classifier.logits(texts)
+    curves = [("before calibration", calibration.softmax(logits))]
+    if t != 1.0:
+        curves.append((f"temperature {t:.2f}", calibration.softmax(logits, t)))
+    for name, p in curves:
+        centers, observed, _ = calibration.reliability(p, truth)
+        ece = calibration.expected_calibration_error(p, truth)
+        ax.plot(centers, observed, "o-", label=f"{name} (ECE {ece:.3f})")
     ax.set(
         title="reliability",
         xlabel="predicted probability of the predicted label",
@@ -275,8 +273,9 @@ def classification_figures(classifier, rows) -> list[Figure]:
         Figure(
             fig,
             f"Classification on {len(rows)} validation texts: confusion matrix (rows: true "
-            "label), accuracy by text length, and a reliability diagram (confidence in ten bins "
-            "against how often the model is right; ECE = the mean gap, weighted by bin size).",
+            "label), accuracy by text length, and a reliability diagram (confidence in "
+            f"{calibration.ECE_BINS} bins against how often the model is right, before and "
+            "after temperature scaling; ECE = the mean gap, weighted by bin size).",
         )
     ]
 

@@ -129,14 +129,23 @@ class Classifier(keras.Model):
     def call(self, token_ids, training=False):
         return self._head(self._states(token_ids, training), training)  # (B, C)
 
-    def serving_functions(self) -> dict:
+    def serving_functions(self, temperature: float = 1.0) -> dict:
         """{signature name: (function, input signature)}: what `seq2seq.inference` calls and
-        `seq2seq.export` writes. `classify` returns {"probabilities": (B, C) float32}."""
+        `seq2seq.export` writes. `classify` returns {"probabilities": (B, C) float32, softmax of
+        the logits divided by `temperature` (seq2seq.calibration), and "logits": (B, C) float32,
+        before it}."""
         ids = tf.TensorSpec([None, None], tf.int32, name="token_ids")
-        return {fmt.CLASSIFY: (self.serve_classify, [ids])}
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
 
-    def serve_classify(self, token_ids):
-        return {"probabilities": tf.nn.softmax(tf.cast(self(token_ids), tf.float32))}
+        def serve_classify(token_ids):
+            logits = tf.cast(self(token_ids), tf.float32)
+            return {
+                "probabilities": tf.nn.softmax(logits / temperature),
+                "logits": logits,
+            }
+
+        return {fmt.CLASSIFY: (serve_classify, [ids])}
 
     def _logits(self, token_ids, training, embedded=None):
         """float32 logits, optionally from given (e.g. perturbed) embeddings."""

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import calibration
 from seq2seq import export_format as fmt
 from seq2seq.cluster import worker_info
 from seq2seq.config import Config
@@ -23,6 +24,7 @@ from seq2seq.models import Classifier
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
 MAX_TOKENS = fmt.MAX_INPUT_TOKENS["classify"]  # longer texts are cut
+CALIBRATION_FILE = "calibration.json"  # in the run folder: the fitted temperature
 
 
 def tokenizer_and_labels(cfg: Config, train_if_missing: bool = True) -> tuple[Tokenizer, list]:
@@ -133,7 +135,7 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         f"vocab {tok.vocab_size}; "
         f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
     )
-    return train(
+    summary = train(
         model,
         make_batches(train_ex, cfg, shuffle=True, shard=worker_info()),
         cfg.train,
@@ -143,15 +145,66 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         strategy=strategy,
         progress=progress,
     )
+    if worker_info()[0] == 0:  # the chief writes the run's files
+        summary["calibration"] = calibrate(cfg)
+    return summary
 
 
-def load_trained(cfg: Config, which: str = "best") -> TextClassifier:
-    """The trained classifier: its best weights, or its latest checkpoint (`which="ckpt"`)."""
+def calibrate(cfg: Config) -> dict:
+    """Fits the temperature of the trained (best) model on the validation split and writes it
+    to the run's calibration.json; returns what it wrote. With fewer than
+    `calibration.MIN_TEXTS` validation texts the temperature stays 1 (one number fitted on a
+    handful of texts would swing to an extreme)."""
+    rows = read_split(cfg, "valid")
+    classifier = load_trained(cfg, temperature=1.0)
+    if len(rows) < calibration.MIN_TEXTS:
+        print(
+            f"calibration: {len(rows)} validation texts are too few to fit a temperature "
+            f"(fewer than {calibration.MIN_TEXTS}): the probabilities stay as trained"
+        )
+        result = {"temperature": 1.0, "fitted_on": None, "texts": len(rows)}
+    else:
+        truth = np.array([classifier.labels.index(r[0]) for r in rows])
+        logits = classifier.logits([r[1] for r in rows])
+        t = calibration.fit_temperature(logits, truth)
+        result = {"fitted_on": "valid", **calibration.summary(logits, truth, t)}
+        print(
+            f"calibration: temperature {t:.3f} fitted on {len(rows)} validation texts "
+            f"(NLL {result['nll_before']:.4f} → {result['nll_after']:.4f}, "
+            f"ECE {result['ece_before']:.4f} → {result['ece_after']:.4f})"
+        )
+    write_atomic(cfg.run_dir / CALIBRATION_FILE, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def fitted_temperature(cfg: Config) -> float | None:
+    """The run's fitted temperature; None when it has not been fitted (runs from before)."""
+    path = cfg.run_dir / CALIBRATION_FILE
+    if not path.exists():
+        return None
+    try:
+        t = float(json.loads(path.read_text())["temperature"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{path} is damaged ({err}): delete it, and `make eval-classify` fits it again"
+        ) from None
+    if not t > 0:
+        raise DataError(f"{path}: the temperature must be > 0, got {t}")
+    return t
+
+
+def load_trained(
+    cfg: Config, which: str = "best", temperature: float | None = None
+) -> TextClassifier:
+    """The trained classifier: its best weights, or its latest checkpoint (`which="ckpt"`),
+    with the run's fitted temperature (or `temperature`; 1 if none was fitted)."""
     cfg.check_run_dir(loading=True)
     tok, labels = tokenizer_and_labels(cfg, train_if_missing=False)
     model = build_model(cfg, tok, labels)
     restore_weights(model, cfg.run_dir, which)
-    return TextClassifier.from_model(model, tok, labels)
+    if temperature is None:
+        temperature = fitted_temperature(cfg) or 1.0
+    return TextClassifier.from_model(model, tok, labels, temperature)
 
 
 def read_eval_file(path: str) -> list[tuple[str, str]]:
@@ -194,22 +247,33 @@ def baseline_scores(cfg: Config, rows, labels: list[str]) -> dict:
     return classification_scores([labels.index(r[0]) for r in rows], [int(p) for p in pred], labels)
 
 
+def calibrated_temperature(cfg: Config) -> float:
+    """The run's temperature, fitted now if the run was trained before calibration existed."""
+    t = fitted_temperature(cfg)
+    if t is None:
+        print("this run has no fitted temperature (trained before calibration): fitting it now")
+        t = calibrate(cfg)["temperature"]
+    return t
+
+
 def run_evaluation(cfg: Config) -> dict:
     if cfg.eval.eval_file:
         rows, where = read_eval_file(cfg.eval.eval_file), cfg.eval.eval_file
     else:
         rows, where = read_test_split(cfg), "test split"
-    classifier = load_trained(cfg)
+    t = calibrated_temperature(cfg)
+    classifier = load_trained(cfg, temperature=t)
     labels = classifier.labels
     unknown = sorted({r[0] for r in rows} - set(labels))
     if unknown:
         raise DataError(f"{where}: labels {unknown} are not among the model's {labels}")
     start = time.time()
-    probs = classifier.probabilities([r[1] for r in rows])
-    rnn = classification_scores(
-        [labels.index(r[0]) for r in rows], [int(i) for i in probs.argmax(1)], labels
-    )
+    truth = np.array([labels.index(r[0]) for r in rows])
+    logits = classifier.logits([r[1] for r in rows])
+    probs = calibration.softmax(logits, t)  # what the calibrated model and its export return
+    rnn = classification_scores(truth.tolist(), [int(i) for i in probs.argmax(1)], labels)
     rnn["seconds"] = round(time.time() - start, 1)
+    rnn["calibration"] = calibration.summary(logits, truth, t)
     results = {
         "evaluated_on": where,
         "dataset": cfg.corpus,
@@ -231,6 +295,12 @@ def run_evaluation(cfg: Config) -> dict:
         if r:
             print(f"{name:<22} {100 * r['accuracy']:8.2f}% {r['macro_f1']:9.4f}")
     print(_per_class_table(rnn, labels))
+    c = rnn["calibration"]
+    print(
+        f"calibration: temperature {t:.3f} (fitted on the validation split); on the {where}, "
+        f"ECE ({c['ece_bins']} bins) {c['ece_before']:.4f} → {c['ece_after']:.4f}, "
+        f"NLL {c['nll_before']:.4f} → {c['nll_after']:.4f}"
+    )
     write_atomic(cfg.run_dir / "eval.json", json.dumps(results, indent=2))
     lines = (
         json.dumps(
@@ -266,7 +336,8 @@ def _per_class_table(scores: dict, labels: list[str]) -> str:
 
 
 def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:
-    classifier = load_trained(cfg)
+    t = calibrated_temperature(cfg)
+    classifier = load_trained(cfg, temperature=t)
     eval_path = cfg.run_dir / "eval.json"
     metadata = fmt.classification_metadata(
         classifier.labels,
@@ -277,11 +348,12 @@ def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:
         if (cfg.data_dir / "manifest.json").exists()
         else None,
         eval=json.loads(eval_path.read_text()) if eval_path.exists() else {},
+        temperature=t,
     )
     path = write_version(
         Path(repository),
         classifier.model,
-        classifier.model.serving_functions(),
+        classifier.model.serving_functions(t),
         {
             fmt.TOKENIZER_SPM: classifier.tokenizer.model_proto,
             fmt.LABELS_FILE: json.dumps(classifier.labels).encode(),

@@ -269,8 +269,9 @@ def run_evaluation(cfg: Config) -> dict:
         raise DataError(f"{where}: labels {unknown} are not among the model's {labels}")
     start = time.time()
     truth = np.array([labels.index(r[0]) for r in rows])
-    logits = classifier.logits([r[1] for r in rows])
-    probs = calibration.softmax(logits, t)  # what the calibrated model and its export return
+    texts = [r[1] for r in rows]
+    probs = classifier.probabilities(texts)  # calibrated, bit for bit what the export returns
+    logits = classifier.logits(texts)
     rnn = classification_scores(truth.tolist(), [int(i) for i in probs.argmax(1)], labels)
     rnn["seconds"] = round(time.time() - start, 1)
     rnn["calibration"] = calibration.summary(logits, truth, t)

@@ -1,9 +1,13 @@
-"""Scores: sacreBLEU and chrF for translation; accuracy, macro-F1, per-class precision/recall
-and the confusion matrix for classification."""
+"""Scores: sacreBLEU and chrF, and the names test, for translation; accuracy, macro-F1,
+per-class precision/recall and the confusion matrix for classification."""
 
 from __future__ import annotations
 
+import re
+
 import sacrebleu
+
+WORD = re.compile(r"\w+(?:[.,:]\d+)*", re.UNICODE)  # a word, or a number like 3.5 or 10,000
 
 
 def translation_scores(hypotheses: list[str], references: list[list[str]]) -> dict:
@@ -23,6 +27,39 @@ def translation_scores(hypotheses: list[str], references: list[list[str]]) -> di
         "bleu_signature": str(bleu_metric.get_signature()),
         "chrf_signature": str(chrf_metric.get_signature()),
         "sentences": len(hypotheses),
+    }
+
+
+def pass_through_tokens(source: str, references: list[str]) -> list[str]:
+    """The tokens of `source` a translation must carry over unchanged: numbers, and capitalised
+    words not at the start of the sentence (names), that also appear in every reference."""
+    words = WORD.findall(source)
+    candidates = [
+        w for i, w in enumerate(words) if any(c.isdigit() for c in w) or (i > 0 and w[0].isupper())
+    ]
+    in_refs = [set(WORD.findall(r)) for r in references]
+    return [w for w in dict.fromkeys(candidates) if all(w in ref for ref in in_refs)]
+
+
+def names_kept(sources: list[str], references: list[list[str]], hypotheses: list[str]) -> dict:
+    """The names test: of the pass-through tokens (see pass_through_tokens) of every sentence
+    that has any, the share found as a token in its hypothesis."""
+    tokens = kept = sentences = 0
+    missed = []
+    for source, refs, hyp in zip(sources, references, hypotheses, strict=True):
+        must = pass_through_tokens(source, refs)
+        if not must:
+            continue
+        sentences += 1
+        found = set(WORD.findall(hyp))
+        tokens += len(must)
+        kept += sum(w in found for w in must)
+        missed += [w for w in must if w not in found]
+    return {
+        "kept": round(kept / tokens, 4) if tokens else None,
+        "tokens": tokens,
+        "sentences": sentences,
+        "missed": sorted(set(missed))[:20],
     }
 
 

@@ -247,7 +247,11 @@ def describe(metadata: dict, version: int) -> dict:
     for key in ("beam", "greedy"):
         if isinstance(ev.get(key), dict):
             scores.update(
-                {f"{key}_{k}": float(v) for k, v in ev[key].items() if k in ("bleu", "chrf")}
+                {
+                    f"{key}_{k}": float(v)
+                    for k, v in ev[key].items()
+                    if k in ("bleu", "chrf", "names_kept") and v is not None
+                }
             )
     if isinstance(ev.get("rnn"), dict):
         scores.update({k: float(ev["rnn"][k]) for k in ("accuracy", "macro_f1")})

@@ -15,7 +15,7 @@ from seq2seq.cluster import worker_info
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, read_split, translation_batch
 from seq2seq.data.prepare import manifest_hash, read_test_split
-from seq2seq.evaluation import translation_scores
+from seq2seq.evaluation import names_kept, translation_scores
 from seq2seq.export import write_version
 from seq2seq.files import one_training_per_run, write_atomic
 from seq2seq.inference import TextTranslator
@@ -186,10 +186,14 @@ def run_evaluation(cfg: Config, decoders=("greedy", "beam")) -> dict:
         scores = translation_scores([h.text for h in hyps], refs)
         scores["decode_seconds"] = round(time.time() - start, 1)
         scores["beam_size"] = k
+        names = names_kept(sources, refs, [h.text for h in hyps])
+        scores["names_kept"], scores["names_test"] = names["kept"], names
         results[name] = scores
         predictions[name] = hyps
+        kept = "–" if names["kept"] is None else f"{100 * names['kept']:.1f}%"
         print(
             f"{name:>6} (beam {k}): BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  "
+            f"names kept {kept} ({names['tokens']} in {names['sentences']} sentences)  "
             f"on {len(sources)} sentences of the {where}"
         )
     results["examples"] = [

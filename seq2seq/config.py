@@ -60,6 +60,8 @@ class DataConfig:
     dir: str = "data/prepared"  # where prepared splits go (a sub-folder per task/dataset)
     source_vocab_size: int = 4000  # SentencePiece vocabulary of the source side
     target_vocab_size: int = 4000  # SentencePiece vocabulary of the target side (translation)
+    joint_vocab_size: int = 0  # translation: one SentencePiece model of this size, with byte
+    # fallback, for both sides instead of the two above (0: separate); model.copy needs it
 
 
 @dataclass
@@ -70,6 +72,8 @@ class ModelConfig:
     attention: str = "none"  # translation: none | luong
     attention_scale: bool = False  # translation: divide Luong scores by √units
     reverse_source: bool = True  # translation: read the source backwards (Sutskever et al.)
+    copy: bool = False  # translation: mix a copy distribution over the source pieces into the
+    # output (pointer-generator, See et al. 2017); needs attention and data.joint_vocab_size
     bidirectional: bool = False  # classification: forward + backward reading
     activation: str = "tanh"  # classification: SimpleRNN activation (tanh | relu)
     recurrent_initializer: str = "orthogonal"  # classification: W_hh start (orthogonal |
@@ -164,7 +168,14 @@ class Config:
             ("model", k) for k in new["model"] if not (loading and k in TRAINING_ONLY_MODEL_KEYS)
         ]
         keys += [
-            ("data", k) for k in ("dataset", "direction", "source_vocab_size", "target_vocab_size")
+            ("data", k)
+            for k in (
+                "dataset",
+                "direction",
+                "source_vocab_size",
+                "target_vocab_size",
+                "joint_vocab_size",
+            )
         ]
         diffs = [
             f"{section}.{key} {old[section][key]!r} → {new[section][key]!r}"
@@ -283,6 +294,15 @@ def validate(cfg: Config) -> None:
     m, t, d = cfg.model, cfg.train, cfg.data
     if m.attention not in ("none", "luong"):
         raise ConfigError(f"model.attention must be none or luong, got {m.attention!r}")
+    if not isinstance(d.joint_vocab_size, int) or d.joint_vocab_size < 0:
+        raise ConfigError(
+            f"data.joint_vocab_size must be an integer ≥ 0, got {d.joint_vocab_size!r}"
+        )
+    if m.copy and (m.attention != "luong" or not d.joint_vocab_size):
+        raise ConfigError(
+            "model.copy copies source pieces by attention into one vocabulary: it needs "
+            "model.attention=luong and data.joint_vocab_size > 0"
+        )
     if m.activation not in ("tanh", "relu"):
         raise ConfigError(f"model.activation must be tanh or relu, got {m.activation!r}")
     if m.recurrent_initializer not in ("orthogonal", "identity"):

@@ -20,6 +20,7 @@ def greedy_decode(model, source_ids, max_length, alignment=False):
     max_length = tf.convert_to_tensor(max_length, tf.int32)
     memory, memory_mask, states = model.encode(source_ids)
     keys = model.attention_keys(memory)
+    memory_ids = model.memory_ids(source_ids)
     batch = tf.shape(source_ids)[0]
     tokens = tf.fill([batch], SOS)
     finished = tf.zeros([batch], tf.bool)
@@ -34,7 +35,7 @@ def greedy_decode(model, source_ids, max_length, alignment=False):
         return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
 
     def body(t, tokens, states, finished, scores, lengths, out, attn):
-        logits, states, weights = model.step(tokens, states, memory, memory_mask, keys)
+        logits, states, weights = model.step(tokens, states, memory, memory_mask, keys, memory_ids)
         log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))  # (B, V)
         nxt = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
         nxt = tf.where(finished, PAD, nxt)
@@ -84,6 +85,7 @@ def beam_search(model, source_ids, beam_size, max_length, length_penalty=0.0, al
     memory, memory_mask, states = model.encode(source_ids)
     memory = tf.repeat(memory, k, axis=0)  # (B·K, S, N)
     memory_mask = tf.repeat(memory_mask, k, axis=0)
+    memory_ids = tf.repeat(model.memory_ids(source_ids), k, axis=0)
     states = [tf.repeat(s, k, axis=0) for s in states]
     keys = model.attention_keys(memory)
     vocab = model.target_vocab_size
@@ -103,7 +105,7 @@ def beam_search(model, source_ids, beam_size, max_length, length_penalty=0.0, al
         return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
 
     def body(t, tokens, states, log_probs, finished, lengths, seqs, attn):
-        logits, states, weights = model.step(tokens, states, memory, memory_mask, keys)
+        logits, states, weights = model.step(tokens, states, memory, memory_mask, keys, memory_ids)
         step = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)), [batch, k, vocab])
         step = tf.where(finished[:, :, None], pad_only, step)
         total = tf.reshape(log_probs[:, :, None] + step, [batch, k * vocab])

@@ -33,17 +33,25 @@ class Tokenizer:
                 raise ValueError(f"tokenizer {name} id is {got}, expected {want}")
 
     @classmethod
-    def train(cls, sentences: Iterable[str], vocab_size: int, model_type: str = "unigram"):
+    def train(
+        cls,
+        sentences: Iterable[str],
+        vocab_size: int,
+        model_type: str = "unigram",
+        byte_fallback: bool = False,
+    ):
         """Trains on `sentences`.
 
         A vocabulary larger than the text supports is shrunk to fit; one smaller than the
-        text's distinct characters (every one is kept) is raised to fit, with a note.
+        text's distinct characters (every one is kept) is raised to fit, with a note. With
+        `byte_fallback`, a character the vocabulary lacks is spelled as its UTF-8 bytes (256
+        byte pieces join the vocabulary) instead of becoming <unk>, so any text round-trips.
         """
         sentences = list(sentences)
         if not sentences:
             raise ValueError("cannot train a tokenizer on no sentences")
         chars = {c for s in sentences for c in normalize("NFKC", s) if not c.isspace()}
-        needed = len(chars) + 5  # + pad, unk, sos, eos and the word-boundary piece
+        needed = len(chars) + 5 + (256 if byte_fallback else 0)  # + specials, ▁, bytes
         if vocab_size < needed:
             print(
                 f"tokenizer: vocabulary size {vocab_size} raised to {needed}: the text has "
@@ -65,7 +73,7 @@ class Tokenizer:
             num_threads=2,
             hard_vocab_limit=False,
             split_digits=True,
-            byte_fallback=False,
+            byte_fallback=byte_fallback,
         )
         spm.SentencePieceTrainer.train(vocab_size=vocab_size, **kwargs)
         return cls(buf.getvalue())

@@ -1,5 +1,6 @@
 """Translator: embedding + stacked SimpleRNN encoder, decoder initialised with the encoder's final
-states, optional Luong attention, projection to the target vocabulary."""
+states, optional Luong attention, projection to the target vocabulary, optionally mixed with a
+copy distribution over the source pieces (pointer-generator)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,19 @@ class Translator(keras.Model):
         attention_scale: divide the Luong scores by √units (see LuongAttention).
         dropout: on embeddings, between layers and before the projection.
         recurrent_dropout, bptt_truncation: passed to every SimpleRNN.
+        copy: pointer-generator (See et al. 2017): P(w) = p_gen · softmax(logits)(w)
+            + (1 − p_gen) · Σ_{s: x_s = w} a_s, with a the attention weights and
+            p_gen = σ(w_g · [h̃_t; e_t] + b_g) from the attentional state and the input
+            embedding; so a source piece (a name, a number) can be output by pointing at it.
+            Needs attention and one vocabulary for both sides.
 
     Call arguments:
         inputs: (source_ids (B, S), decoder_input (B, T)), int32, PAD-padded.
         training: whether dropout applies.
 
     Returns:
-        logits (B, T, target_vocab_size).
+        logits (B, T, target_vocab_size); with `copy`, log P(w), which are logits too
+        (log_softmax leaves them unchanged, as they already sum to one in probability).
     """
 
     def __init__(
@@ -54,11 +61,15 @@ class Translator(keras.Model):
         recurrent_dropout: float = 0.0,
         bptt_truncation: int | None = None,
         attention_scale: bool = False,
+        copy: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if attention not in ("none", "luong"):
             raise ValueError(f"attention must be 'none' or 'luong'; received {attention!r}")
+        if copy and (attention == "none" or source_vocab_size != target_vocab_size):
+            raise ValueError("copy needs attention and one vocabulary for source and target")
+        self.copy = copy
         self.source_vocab_size = source_vocab_size
         self.target_vocab_size = target_vocab_size
         self.embedding_dim = embedding_dim
@@ -96,14 +107,13 @@ class Translator(keras.Model):
         )
         self.dropout = keras.layers.Dropout(dropout)
         self.projection = keras.layers.Dense(target_vocab_size, name="projection")
+        self.copy_gate = keras.layers.Dense(1, name="copy_gate") if copy else None
 
     def encode(self, source_ids, training=False):
         """Returns (memory (B, S, N), memory mask (B, S), final states: one (B, N) per layer)."""
-        mask = tf.not_equal(source_ids, PAD)
-        if self.reverse_source:
-            lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-            source_ids = tf.reverse_sequence(source_ids, lengths, seq_axis=1, batch_axis=0)
-        x = self.dropout(self.source_embedding(source_ids), training=training)  # (B, S, E)
+        mask = tf.not_equal(source_ids, PAD)  # padding stays at the end when reversed
+        x = self.source_embedding(self.memory_ids(source_ids))
+        x = self.dropout(x, training=training)  # (B, S, E)
         states = []
         for i, layer in enumerate(self.encoder_layers):
             x, h = layer(x, mask=mask, training=training)  # (B, S, N), (B, N)
@@ -112,26 +122,49 @@ class Translator(keras.Model):
                 x = self.dropout(x, training=training)
         return x, mask, states
 
+    def memory_ids(self, source_ids):
+        """The source ids in the order of the memory (reversed with `reverse_source`)."""
+        if not self.reverse_source:
+            return source_ids
+        lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, PAD), tf.int32), axis=1)
+        return tf.reverse_sequence(source_ids, lengths, seq_axis=1, batch_axis=0)
+
     def call(self, inputs, training=False):
         source_ids, decoder_input = inputs
         memory, memory_mask, states = self.encode(source_ids, training=training)
         mask = tf.not_equal(decoder_input, PAD)
-        y = self.dropout(self.target_embedding(decoder_input), training=training)  # (B, T, E)
+        e = self.dropout(self.target_embedding(decoder_input), training=training)  # (B, T, E)
+        y = e
         for i, layer in enumerate(self.decoder_layers):
             y, _ = layer(y, initial_state=states[i], mask=mask, training=training)  # (B, T, N)
             if i + 1 < len(self.decoder_layers):
                 y = self.dropout(y, training=training)
+        weights = None
         if self.attention is not None:
-            y, _ = self.attention(y, memory, memory_mask)
-        return self.projection(self.dropout(y, training=training))  # (B, T, V)
+            y, weights = self.attention(y, memory, memory_mask)
+        logits = self.projection(self.dropout(y, training=training))  # (B, T, V)
+        if self.copy:
+            return self.mix_copy(logits, y, e, weights, self.memory_ids(source_ids))
+        return logits
+
+    def mix_copy(self, logits, h, e, weights, memory_ids):
+        """log P(w) of the pointer-generator (see the class): logits, attentional states h and
+        input embeddings e (B, T, ·), attention weights (B, T, S) over the memory, whose pieces
+        are memory_ids (B, S)."""
+        p_gen = tf.sigmoid(tf.cast(self.copy_gate(tf.concat([h, e], axis=-1)), tf.float32))
+        generate = tf.nn.softmax(tf.cast(logits, tf.float32))  # (B, T, V)
+        copy = scatter_to_vocab(tf.cast(weights, tf.float32), memory_ids, self.target_vocab_size)
+        return tf.math.log(p_gen * generate + (1.0 - p_gen) * copy + 1e-9)
 
     def attention_keys(self, memory):
         return None if self.attention is None else self.attention.keys(memory)
 
-    def step(self, tokens, states, memory, memory_mask, keys=None):
+    def step(self, tokens, states, memory, memory_mask, keys=None, memory_ids=None):
         """One decoding step: tokens (B,) → (logits (B, V), new states, attention weights
-        (B, S) over the memory, or None without attention)."""
-        y = self.target_embedding(tokens)  # (B, E)
+        (B, S) over the memory, or None without attention). With `copy`, `memory_ids` (B, S)
+        are the memory's pieces and the logits are log P(w)."""
+        e = self.target_embedding(tokens)  # (B, E)
+        y = e
         new_states = []
         for layer, h in zip(self.decoder_layers, states, strict=True):
             y, [h] = layer.cell(y, [h])  # (B, N)
@@ -140,7 +173,13 @@ class Translator(keras.Model):
         if self.attention is not None:
             y, weights = self.attention(y[:, None, :], memory, memory_mask, keys=keys)
             y, weights = y[:, 0, :], weights[:, 0, :]
-        return self.projection(y), new_states, weights
+        logits = self.projection(y)
+        if self.copy:
+            mixed = self.mix_copy(
+                logits[:, None], y[:, None], e[:, None], weights[:, None], memory_ids
+            )
+            logits = mixed[:, 0]
+        return logits, new_states, weights
 
     def source_order(self, weights, source_ids):
         """Attention weights (B, …, S) over the memory → over the source pieces in reading
@@ -221,7 +260,19 @@ class Translator(keras.Model):
             "recurrent_dropout": self.recurrent_dropout,
             "bptt_truncation": self.bptt_truncation,
             "attention_scale": self.attention_scale,
+            "copy": self.copy,
         }
+
+
+def scatter_to_vocab(weights, ids, vocab_size: int):
+    """weights (B, T, S) over positions holding the pieces ids (B, S) → (B, T, V): each
+    position's weight added to its piece's entry (a piece seen twice gets both)."""
+    shape = tf.shape(weights)
+    b = tf.broadcast_to(tf.range(shape[0])[:, None, None], shape)
+    t = tf.broadcast_to(tf.range(shape[1])[None, :, None], shape)
+    s = tf.broadcast_to(ids[:, None, :], shape)
+    indices = tf.stack([b, t, s], axis=-1)  # (B, T, S, 3)
+    return tf.scatter_nd(indices, weights, [shape[0], shape[1], vocab_size])
 
 
 def masked_cross_entropy(target, logits, label_smoothing=0.0):

@@ -39,9 +39,17 @@ def tokenizers(cfg: Config, train_if_missing: bool = True) -> tuple[Tokenizer, T
     if not train_if_missing:
         raise FileNotFoundError(f"no tokenizers in {run}: train first (make train-translate)")
     rows = read_split(cfg, "train")
-    print(f"training SentencePiece tokenizers on {len(rows)} pairs")
-    src = Tokenizer.train([r[0] for r in rows], cfg.data.source_vocab_size)
-    tgt = Tokenizer.train([r[1] for r in rows], cfg.data.target_vocab_size)
+    if cfg.data.joint_vocab_size:
+        print(f"training one SentencePiece tokenizer for both sides on {len(rows)} pairs")
+        src = tgt = Tokenizer.train(
+            [r[0] for r in rows] + [r[1] for r in rows],
+            cfg.data.joint_vocab_size,
+            byte_fallback=True,
+        )
+    else:
+        print(f"training SentencePiece tokenizers on {len(rows)} pairs")
+        src = Tokenizer.train([r[0] for r in rows], cfg.data.source_vocab_size)
+        tgt = Tokenizer.train([r[1] for r in rows], cfg.data.target_vocab_size)
     run.mkdir(parents=True, exist_ok=True)
     src.save(paths[0])
     tgt.save(paths[1])
@@ -68,6 +76,7 @@ def build_model(cfg: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> Translat
         recurrent_dropout=m.recurrent_dropout,
         bptt_truncation=m.bptt_truncation,
         attention_scale=m.attention_scale,
+        copy=m.copy,
     )
     model((tf.ones([1, 2], tf.int32), tf.ones([1, 2], tf.int32)))  # create the weights
     return model

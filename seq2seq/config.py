@@ -93,6 +93,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05  # final learning rate as a share of the peak
     clip_norm: float = 1.0  # global-norm gradient clipping
     label_smoothing: float = 0.0  # translation: cross-entropy label smoothing
+    name_augmentation: float = 0.0  # translation: share of the pairs with names or numbers on
+    # both sides also trained on with those replaced by made-up ones (seq2seq/data/augment.py)
     weight_decay: float = 0.0  # decoupled weight decay (AdamW; 0: plain Adam)
     class_weights: bool = False  # classification: weight classes by inverse frequency
     max_steps: int = 10000  # stop after this many updates
@@ -362,6 +364,8 @@ def validate(cfg: Config) -> None:
     ):
         if not value >= 0:
             raise ConfigError(f"{name} must be ≥ 0, got {value!r}")
+    if not 0 <= t.name_augmentation <= 1:
+        raise ConfigError(f"train.name_augmentation must be in [0, 1], got {t.name_augmentation!r}")
     if not t.clip_norm > 0:
         raise ConfigError(f"train.clip_norm must be > 0, got {t.clip_norm!r}")
     if not 0 < t.learning_rate < 1:

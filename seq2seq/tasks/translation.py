@@ -14,6 +14,7 @@ from seq2seq import export_format as fmt
 from seq2seq.cluster import worker_info
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, read_split, translation_batch
+from seq2seq.data.augment import augment_names
 from seq2seq.data.prepare import manifest_hash, read_test_split
 from seq2seq.evaluation import names_kept, translation_scores
 from seq2seq.export import write_version
@@ -106,7 +107,12 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     src_tok, tgt_tok = tokenizers(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(cfg.run_dir / "config.json", cfg.to_json() + "\n")
-    train_ex = encode_pairs(read_split(cfg, "train"), src_tok, tgt_tok)
+    train_rows = read_split(cfg, "train")
+    if cfg.train.name_augmentation:
+        before = len(train_rows)
+        train_rows = augment_names(train_rows, cfg.train.name_augmentation, cfg.train.seed)
+        print(f"name augmentation: {len(train_rows) - before} pairs with made-up names added")
+    train_ex = encode_pairs(train_rows, src_tok, tgt_tok)
     valid_rows = read_split(cfg, "valid")
     valid_ex = encode_pairs(valid_rows, src_tok, tgt_tok) if valid_rows else train_ex[:256]
     keras.utils.set_random_seed(cfg.train.seed)

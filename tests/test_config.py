@@ -50,6 +50,9 @@ def test_bad_config_files(tmp_path, content, match):
         ("data.max_words=-1", "data.max_words must be an integer ≥ 0"),
         ("train.seed=-1", r"train.seed must be an integer in \[0, 2\*\*32\), got -1"),
         ("train.seed=4294967296", r"train.seed must be an integer in \[0, 2\*\*32\)"),
+        ("data.joint_vocab_size=-1", "data.joint_vocab_size must be an integer ≥ 0"),
+        ("model.copy=true", "model.copy copies source pieces by attention into one vocabulary"),
+        ("train.name_augmentation=2", r"train.name_augmentation must be in \[0, 1\], got 2"),
     ],
 )
 def test_bad_overrides(override, match):

@@ -113,7 +113,42 @@ def test_only_the_copying_model_carries_an_unseen_name_over(copy, tmp_path):
     right = sum(o == w for o, w in zip(outputs, wanted, strict=True))
     if copy:
         assert right >= 7, outputs  # the unseen names are copied piece by piece
+        # the mechanism ships inside the SavedModel: the export gives the same outputs
+        from seq2seq.inference import ExportedModel
+
+        exported = ExportedModel(translation.run_export(cfg, tmp_path / "models"), "translate")
+        served = [h[0].text for h in exported.runner.translate(sources, beam_size=1)]
+        assert served == outputs
+        beam = [h[0].text for h in exported.runner.translate(sources, beam_size=3)]
+        assert sum(o == w for o, w in zip(beam, wanted, strict=True)) >= 7, beam
     else:
         assert right <= 1, outputs  # without copying it can only guess names it has seen
     greedy = greedy_decode(translator.model, tf.constant([[5, 6, 3]]), 5)
     assert greedy["ids"].shape[0] == 1
+
+
+def test_name_augmentation_replaces_shared_names_and_numbers_the_same_on_both_sides():
+    from seq2seq.data.augment import augment_names, shared_names
+
+    rows = [
+        ("Tom vive en Boston desde 1995.", "Tom has lived in Boston since 1995.", "x"),
+        ("Hola.", "Hello.", "x"),
+        ("Necesito un cable USB.", "I need a USB cable.", "x"),
+    ]
+    assert shared_names(*rows[0][:2]) == ["Tom", "Boston", "1995"]
+    assert shared_names(*rows[1][:2]) == []
+    out = augment_names(rows, 1.0, seed=3)
+    assert out[:3] == rows and len(out) == 5  # the originals stay; one copy per pair with names
+    for (src, tgt, _), (new_src, new_tgt, tag) in zip([rows[0], rows[2]], out[3:], strict=True):
+        assert tag == "x"
+        old, new = shared_names(src, tgt), shared_names(new_src, new_tgt)
+        assert len(new) == len(old) and not set(new) & set(old)  # every one replaced …
+        swapped_src, swapped_tgt = src, tgt
+        for a, b in zip(old, new, strict=True):
+            assert b.isdigit() == a.isdigit()  # a number stays a number
+            swapped_src, swapped_tgt = swapped_src.replace(a, b), swapped_tgt.replace(a, b)
+        assert (swapped_src, swapped_tgt) == (new_src, new_tgt)  # … the same on both sides
+    assert augment_names(rows, 0.0) == rows
+    assert augment_names(rows, 1.0, seed=3) == out  # seeded
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        augment_names(rows, 1.5)

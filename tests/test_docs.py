@@ -45,6 +45,7 @@ def test_the_docs_exist_and_say_what_a_reader_gets_first():
         "docs/serving.md",
         "docs/results.md",
         "docs/experiments/sentiment.md",
+        "docs/experiments/names.md",
     ):
         assert doc in names
         body = (ROOT / doc).read_text().split("\n\n")

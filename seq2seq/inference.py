@@ -229,31 +229,31 @@ class TextClassifier:
         functions = _compiled(model.serving_functions(temperature))
         return cls(functions, tokenizer, labels, model=model, temperature=temperature)
 
-    def _run(self, texts: list[str], output: str, batch_size: int | None) -> np.ndarray:
-        out = np.zeros((len(texts), len(self.labels)), np.float32)
+    def run(self, texts: list[str], outputs=("probabilities",), batch_size: int | None = 128):
+        """For each name in `outputs` ("probabilities", calibrated; "logits", before any
+        temperature), a (len(texts), len(labels)) array, from one pass of `batch_size` texts
+        per call (None: all). Exports from before calibration have no logits: NoLogits."""
+        out = [np.zeros((len(texts), len(self.labels)), np.float32) for _ in outputs]
         step = batch_size or max(1, len(texts))
         for start in range(0, len(texts), step):
             chunk = [fmt.normalize(t) for t in texts[start : start + step]]
             rows = self.tokenizer.encode_batch(chunk)
             ids = tf.constant(fmt.input_ids(rows, self.max_input_tokens))
             answer = self.functions[fmt.CLASSIFY](ids)
-            if output not in answer:
-                raise NoLogits(
-                    f"this model's classify function returns no {output} (exported before "
-                    "calibration: export it again)"
-                )
-            out[start : start + len(chunk)] = answer[output]
+            for name, array in zip(outputs, out, strict=True):
+                if name not in answer:
+                    raise NoLogits(
+                        f"this model's classify function returns no {name} (exported before "
+                        "calibration: export it again)"
+                    )
+                array[start : start + len(chunk)] = answer[name]
         return out
 
     def probabilities(self, texts: list[str], batch_size: int | None = 128) -> np.ndarray:
-        """(len(texts), len(labels)) probabilities (calibrated), `batch_size` texts per call
-        (None: all)."""
-        return self._run(texts, "probabilities", batch_size)
+        return self.run(texts, ("probabilities",), batch_size)[0]
 
     def logits(self, texts: list[str], batch_size: int | None = 128) -> np.ndarray:
-        """(len(texts), len(labels)) logits, before any temperature (exports from before
-        calibration have none: NoLogits)."""
-        return self._run(texts, "logits", batch_size)
+        return self.run(texts, ("logits",), batch_size)[0]
 
     def classify(self, texts: list[str], batch_size: int | None = 128) -> list[Classification]:
         return [

@@ -270,8 +270,8 @@ def run_evaluation(cfg: Config) -> dict:
     start = time.time()
     truth = np.array([labels.index(r[0]) for r in rows])
     texts = [r[1] for r in rows]
-    probs = classifier.probabilities(texts)  # calibrated, bit for bit what the export returns
-    logits = classifier.logits(texts)
+    # calibrated probabilities, bit for bit what the export returns, and the logits before
+    probs, logits = classifier.run(texts, ("probabilities", "logits"))
     rnn = classification_scores(truth.tolist(), [int(i) for i in probs.argmax(1)], labels)
     rnn["seconds"] = round(time.time() - start, 1)
     rnn["calibration"] = calibration.summary(logits, truth, t)

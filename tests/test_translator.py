@@ -311,3 +311,60 @@ def test_evaluation_scores_a_reference_file_as_sacrebleu_does_and_refuses_bad_on
     with pytest.raises(DataError, match="eval file not found"):
         translation.run_evaluation(cfg)
     assert written == json.loads((cfg.run_dir / "eval.json").read_text())  # not overwritten
+
+
+def test_tensorboard_events_and_the_progress_bar(tmp_path, capsys):
+    """The documented TensorBoard tags, at the logged steps, and tqdm's bar on stderr."""
+    from seq2seq.report import read_logs
+
+    cfg = load_config(
+        "translate",
+        "tiny",
+        overrides=[
+            f"data.dir={tmp_path / 'prepared'}",
+            f"train.run_dir={tmp_path / 'runs'}",
+            f"data.data_file={make_cfg(tmp_path).data.data_file}",
+            "data.valid_fraction=0.25",
+            "data.test_fraction=0",
+            "model.attention=luong",
+            "train.max_steps=40",
+            "train.eval_every=20",
+            "train.log_every=10",
+            "train.batch_size=4",
+        ],
+    )
+    prepare(cfg)
+    translation.run_training(cfg, progress=True)
+    err = capsys.readouterr().err
+    assert "40/40" in err and "step/s" in err and "loss=" in err  # tqdm's bar, to the end
+    logs = read_logs(cfg.run_dir)
+    rnns = ("encoder_0", "decoder_0")
+    per_rnn = ("grad_norm_per_step", "grad_norm_by_t", "grad_norm_first_over_last")
+    want = {"train/loss", "train/grad_norm", "train/learning_rate", "valid/loss"}
+    want |= {"valid/bleu_greedy"} | {f"{p}/{r}" for p in per_rnn for r in rnns}
+    assert set(logs) == want
+    every_log = ("train/loss", "train/grad_norm", "train/learning_rate")
+    for tag in (*every_log, *[f"{p}/encoder_0" for p in per_rnn]):
+        assert [s for s, _ in logs[tag]] == [10, 20, 30, 40], tag
+    assert [s for s, _ in logs["valid/loss"]] == [20, 40]
+    assert all(np.isfinite(float(v)) for _, v in logs["train/loss"])
+    warm, peak = float(logs["train/learning_rate"][0][1]), cfg.train.learning_rate
+    assert 0 < warm <= peak
+
+
+def test_a_two_layer_translator_trains_decodes_and_exports(tmp_path):
+    cfg = make_cfg(tmp_path, "model.layers=2", "model.attention=luong", "train.max_steps=300")
+    prepare(cfg)
+    summary = translation.run_training(cfg, progress=False)
+    assert summary["steps"] == 300
+    decoder = translation.load_trained(cfg)
+    assert len(decoder.model.encoder_layers) == len(decoder.model.decoder_layers) == 2
+    sources = [es for _, es in PAIRS]
+    got = [h[0].text for h in decoder.translate(sources, beam_size=1)]
+    assert got == [en for en, _ in PAIRS]
+    assert [h[0].text for h in decoder.translate(sources, beam_size=3)] == got
+    # the export decodes the same with TensorFlow and SentencePiece only
+    from seq2seq.inference import ExportedModel
+
+    exported = ExportedModel(translation.run_export(cfg, tmp_path / "models" / "translate"))
+    assert [h[0].text for h in exported.runner.translate(sources, beam_size=1)] == got

@@ -19,6 +19,14 @@ def _check_rate(name: str, value) -> float:
     return float(value)
 
 
+def state_dtype(compute_dtype: str) -> str:
+    """The dtype the recurrence runs in: float32 under a mixed-precision policy (mixed_float16,
+    mixed_bfloat16), since h_t and the BPTT carry pass through every step and 16-bit rounding
+    compounds along them; otherwise the compute dtype. Outputs are cast back to the compute dtype
+    for the layers after."""
+    return "float32" if compute_dtype in ("float16", "bfloat16") else compute_dtype
+
+
 @keras.saving.register_keras_serializable(package="seq2seq")
 class SimpleRNNCell(keras.layers.Layer):
     """One step of a fully-connected RNN: h_t = act(x_t·kernel + h_{t-1}·recurrent_kernel + bias).
@@ -87,30 +95,40 @@ class SimpleRNNCell(keras.layers.Layer):
         self.output_size = units
 
     def build(self, input_shape):
+        # autocast=False: under a mixed-precision policy the weights are read at their own
+        # dtype (float32) and the layers cast what they need; see SimpleRNN.call
         self.kernel = self.add_weight(
-            shape=(input_shape[-1], self.units), initializer=self.kernel_initializer, name="kernel"
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+            name="kernel",
+            autocast=False,
         )
         self.recurrent_kernel = self.add_weight(
             shape=(self.units, self.units),
             initializer=self.recurrent_initializer,
             name="recurrent_kernel",
+            autocast=False,
         )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                shape=(self.units,), initializer=self.bias_initializer, name="bias"
+                shape=(self.units,), initializer=self.bias_initializer, name="bias", autocast=False
             )
 
     def call(self, inputs, states, training=False):
         prev = states[0] if isinstance(states, (list, tuple)) else states
+        out_dtype = self.compute_dtype
+        dtype = state_dtype(out_dtype)
+        inputs, prev = ops.cast(inputs, dtype), ops.cast(prev, dtype)
         if training and self.dropout > 0:
             inputs = keras.random.dropout(inputs, self.dropout, seed=self.seed_generator)
         if training and self.recurrent_dropout > 0:
             prev = keras.random.dropout(prev, self.recurrent_dropout, seed=self.seed_generator)
-        a = ops.matmul(inputs, self.kernel) + ops.matmul(prev, self.recurrent_kernel)
+        a = ops.matmul(inputs, ops.cast(self.kernel, dtype))
+        a = a + ops.matmul(prev, ops.cast(self.recurrent_kernel, dtype))
         if self.use_bias:
-            a = a + self.bias
-        h = bptt.activation_fn(self.activation)(a)
+            a = a + ops.cast(self.bias, dtype)
+        h = ops.cast(bptt.activation_fn(self.activation)(a), out_dtype)
         return h, [h]
 
     def get_initial_state(self, batch_size=None):
@@ -224,7 +242,8 @@ class SimpleRNN(keras.layers.Layer):
     def call(self, sequences, initial_state=None, mask=None, training=False):
         inputs = sequences
         cell = self.cell
-        dtype = self.compute_dtype
+        out_dtype = self.compute_dtype
+        dtype = state_dtype(out_dtype)
         inputs = tf.cast(inputs, dtype)
         if inputs.shape[1] == 0:
             raise ValueError("SimpleRNN needs at least one timestep; received a sequence of 0")
@@ -260,6 +279,8 @@ class SimpleRNN(keras.layers.Layer):
             truncation=self.bptt_truncation,
             grad_probe=probe,
         )
+        if out_dtype != dtype:
+            outputs, final_state = tf.cast(outputs, out_dtype), tf.cast(final_state, out_dtype)
         output = outputs if self.return_sequences else final_state
         if self.return_state:
             return [output, final_state]

@@ -166,11 +166,17 @@ def _main(argv=None) -> int:
     c = sub.add_parser("classify", help="classify texts")
     c.add_argument("texts", nargs="*", help="texts (default: one per standard input line)")
     for s in (t, c):
-        s.add_argument(
+        which = s.add_mutually_exclusive_group()
+        which.add_argument(
             "--model-version",
             type=int,
             default=None,
             help="serve with this model version (default: the newest the server has loaded)",
+        )
+        which.add_argument(
+            "--version-label",
+            default=None,
+            help="serve with the version this label names (e.g. stable, canary; see `info`)",
         )
     i = sub.add_parser("info", help="describe the served models and limits")
     for s in (t, c, i):
@@ -211,7 +217,7 @@ def _main(argv=None) -> int:
             if not texts:
                 print("error: no texts given", file=sys.stderr)
                 return 2
-            version = args.model_version
+            version, label = args.model_version, args.version_label
             for start, chunk in _chunks(client, texts):
                 try:
                     if args.command == "translate":
@@ -221,10 +227,13 @@ def _main(argv=None) -> int:
                             n_best=args.n_best,
                             max_length=args.max_length,
                             model_version=version,
+                            model_version_label=label,
                             return_alignment=args.alignment,
                         )
                     else:
-                        results = client.classify(chunk, model_version=version)
+                        results = client.classify(
+                            chunk, model_version=version, model_version_label=label
+                        )
                 except ServingError as err:
                     # the server numbers the texts of its request: number them in the input
                     details = re.sub(
@@ -234,7 +243,8 @@ def _main(argv=None) -> int:
                 print("\n".join(_line(r, args) for r in results), flush=True)
                 # Later requests name the version that answered the first, so that the whole
                 # input is answered by one model even if a new version loads meanwhile.
-                version = results[0].model_version if results else version
+                if results:
+                    version, label = results[0].model_version, None
     except ServingError as err:
         print(f"error: {err.code.name}: {err.details}", file=sys.stderr)
         if err.code.name == "UNAVAILABLE" and "failed to connect" in err.details:

@@ -159,11 +159,13 @@ class Client:
         length_penalty: float | None = None,
         model_version: int | None = None,
         return_alignment: bool = False,
+        model_version_label: str | None = None,
     ) -> list[TranslationResult]:
         """One result per text, in order. Settings left None are the model's (its
         `default_*` in `metadata()`: the ones its published scores were measured with).
         `return_alignment` also fills each hypothesis's pieces and alignments (a model with
-        attention only: else ServingError FAILED_PRECONDITION)."""
+        attention only: else ServingError FAILED_PRECONDITION). `model_version` or
+        `model_version_label` (e.g. "stable") picks a served version; neither: the newest."""
         if isinstance(texts, str):
             texts = [texts]
         request = pb.TranslateRequest(texts=list(texts), n_best=n_best)
@@ -175,6 +177,8 @@ class Client:
             request.length_penalty = length_penalty
         if model_version is not None:
             request.model_version = model_version
+        if model_version_label is not None:
+            request.model_version_label = model_version_label
         if return_alignment:
             request.return_alignment = True
         response = self._rpc(self._stub.Translate, request)
@@ -184,14 +188,19 @@ class Client:
         ]
 
     def classify(
-        self, texts: Sequence[str], model_version: int | None = None
+        self,
+        texts: Sequence[str],
+        model_version: int | None = None,
+        model_version_label: str | None = None,
     ) -> list[ClassificationResult]:
-        """One result per text, in order."""
+        """One result per text, in order (version choice as in `translate`)."""
         if isinstance(texts, str):
             texts = [texts]
         request = pb.ClassifyRequest(texts=list(texts))
         if model_version is not None:
             request.model_version = model_version
+        if model_version_label is not None:
+            request.model_version_label = model_version_label
         response = self._rpc(self._stub.Classify, request)
         return [
             ClassificationResult(
@@ -226,6 +235,8 @@ class Client:
                     "default_beam_size": m.default_beam_size,
                     "default_max_length": m.default_max_length,
                     "default_length_penalty": round(m.default_length_penalty, 6),
+                    "version_labels": list(m.version_labels),
+                    "is_default": m.is_default,
                 }
                 for m in r.models
             ],

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.server import versions
 from serving.server.batching import BatchingOptions
 from serving.server.errors import TASKS, Limits
 
@@ -28,7 +29,15 @@ class ServerSection:
 @dataclass
 class ModelsSection:
     model_dir: str = "models"  # repository root: <model_dir>/<task>/<version>/
-    poll_seconds: float = 2.0  # how often to look for new versions (0: never)
+    poll_seconds: float = 2.0  # how often to look for new versions and config changes (0: never)
+    versions: dict = field(default_factory=dict)  # {task: {latest: N} | {specific: [v, …]}}
+    labels: dict = field(default_factory=dict)  # {task: {label: version}}
+
+    def policies(self):
+        return versions.parse_policies(self.versions)
+
+    def version_labels(self):
+        return versions.parse_labels(self.labels, self.policies())
 
 
 @dataclass
@@ -88,6 +97,7 @@ class ServingConfig:
             )
         if not -1 <= self.http.port <= 65535:
             raise ValueError(f"http.port must be -1 (off) or in [0, 65535], got {self.http.port}")
+        self.models.version_labels()  # the version policy and labels parse (ValueError if not)
         for f in dataclasses.fields(self.limits):
             if getattr(self.limits, f.name) < 1:
                 raise ValueError(f"limits.{f.name} must be ≥ 1")
@@ -96,6 +106,8 @@ class ServingConfig:
 
 def _typed(section: str, key: str, value, default):
     kind = type(default)
+    if kind is dict and section == "models":  # versions, labels: checked by validate()
+        return value
     if kind is dict:  # batching.threads: a number for every task, or {task: number}
         if isinstance(value, dict) or (isinstance(value, int) and not isinstance(value, bool)):
             return value

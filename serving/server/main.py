@@ -10,6 +10,7 @@ from a flag.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import faulthandler
 import logging
 import os
@@ -160,7 +161,54 @@ def check_port(host: str, port: int, what: str = "") -> None:
         bind(host, port, what).close()
 
 
-def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
+class ConfigWatcher:
+    """Re-reads the config file when it changes (called at every model poll) and applies what
+    can change live: the version policy and labels. A file that no longer parses, or a label
+    that points at a version not served, is refused with a log line, and the running settings
+    stay; changes to other settings are logged as needing a restart."""
+
+    def __init__(self, path: str | None, overrides: dict, cfg, predictor=None):
+        self.path, self.overrides, self.cfg, self.predictor = path, overrides, cfg, predictor
+        self.seen = self._stamp()
+
+    def _stamp(self):
+        try:
+            st = os.stat(self.path) if self.path else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size) if st else None
+
+    def __call__(self) -> None:
+        stamp = self._stamp()
+        if not self.path or stamp == self.seen:
+            return
+        self.seen = stamp
+        try:
+            new = serving_config.load(self.path, self.overrides)
+            self.predictor.set_versions(new.models.policies(), new.models.version_labels())
+        except ValueError as err:
+            log.error("config change in %s refused, settings unchanged: %s", self.path, err)
+            return
+        old = dataclasses.replace(self.cfg.models, versions={}, labels={})
+        others = dataclasses.replace(self.cfg, models=old) != dataclasses.replace(
+            new, models=dataclasses.replace(new.models, versions={}, labels={})
+        )
+        self.cfg = new
+        log.info(
+            "config %s read again: versions %s, labels %s%s",
+            self.path,
+            {t: p.describe() for t, p in new.models.policies().items()},
+            new.models.version_labels(),
+            "; other changed settings apply at the next restart" if others else "",
+        )
+
+
+def serve(
+    cfg: serving_config.ServingConfig,
+    token: str | None = None,
+    config_path: str | None = None,
+    overrides: dict | None = None,
+) -> int:
     check_settings(cfg)
     from serving.server.predictor import set_tf_threads
 
@@ -170,13 +218,21 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
 
     metrics = Metrics() if cfg.metrics.port >= 0 else None
     http = start_http(cfg, token, metrics) if cfg.http.port >= 0 else None
-    predictor = Predictor(
-        cfg.models.model_dir,
-        cfg.limits,
-        batching=cfg.batching,
-        poll_seconds=cfg.models.poll_seconds,
-        metrics=metrics,
-    )
+    watcher = ConfigWatcher(config_path, overrides or {}, cfg)
+    try:
+        predictor = Predictor(
+            cfg.models.model_dir,
+            cfg.limits,
+            batching=cfg.batching,
+            poll_seconds=cfg.models.poll_seconds,
+            metrics=metrics,
+            policies=cfg.models.policies(),
+            labels=cfg.models.version_labels(),
+            on_poll=watcher,
+        )
+    except ValueError as err:  # a label pointing at a version that is not served
+        raise SystemExit(f"error: {err}") from None
+    watcher.predictor = predictor
     if not predictor.models:
         where = Path(cfg.models.model_dir)
         log.warning(
@@ -212,7 +268,12 @@ def serve(cfg: serving_config.ServingConfig, token: str | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
-    loaded = ", ".join(f"{t} v{m.version}" for t, m in predictor.models.items()) or "no models"
+    loaded = (
+        ", ".join(
+            f"{t} v{'+v'.join(map(str, vs))}" for t, vs in predictor.served_versions().items() if vs
+        )
+        or "no models"
+    )
     extras = [cfg.server.device, loaded]
     extras.append("TLS" if cfg.security.tls_cert else "plaintext")
     if token:
@@ -294,7 +355,7 @@ def main(argv=None) -> int:
             check_port(cfg.http.host, cfg.http.port, "for HTTP ")
         print(f"server settings are usable (would listen on {cfg.server.host}:{cfg.server.port})")
         return 0
-    return serve(cfg, token)
+    return serve(cfg, token, args.config, overrides)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 An export is a SavedModel plus `assets.extra/` (tokenizers, metadata), kept in a
 TF-Serving-style repository `<model_dir>/<task>/<version>/`; `seq2seq.inference.ExportedModel`
 loads one and runs texts through it exactly as evaluation and the CLI do (TensorFlow and
-SentencePiece only: no Keras, nothing from training). The newest complete version of each task
-is served; a watcher thread polls the repository and swaps in a newer version (loaded and warmed
-up first) while the old one finishes the requests already given to it, then lets it go.
+SentencePiece only: no Keras, nothing from training). Which versions of each task are served is
+the version policy (`serving.server.versions`: the newest by default, the latest N, or specific
+ones), and labels name versions for requests; a watcher thread polls the repository and loads a
+new version (warmed up first) before letting go of the one it replaces, which finishes the
+requests already given to it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from serving.server.errors import (
     NotSupported,
     VersionNotFound,
 )
+from serving.server.versions import VersionPolicy, check_labels
 
 log = logging.getLogger("seq2seq.serving")
 
@@ -109,7 +112,8 @@ class NullMetrics:
 
 
 class Predictor:
-    """Serves the newest complete version of each task under `model_dir`, with dynamic batching.
+    """Serves the versions of each task under `model_dir` that its version policy picks (the
+    newest by default), with dynamic batching.
 
     Args:
         model_dir: the model repository root (holding translate/ and classify/).
@@ -119,6 +123,11 @@ class Predictor:
             version is loaded once its folder has been unchanged for one poll.
         metrics: an object with NullMetrics's methods (serving.server.metrics.Metrics for
             Prometheus).
+        policies: {task: VersionPolicy} (default: the newest version of each).
+        labels: {task: {label: version}}; ValueError at start if one points at a version that
+            is not served (see `set_versions`).
+        on_poll: called (no arguments) at every poll before the repository is looked at; the
+            server re-reads its config file there.
     """
 
     def __init__(
@@ -128,17 +137,27 @@ class Predictor:
         batching: BatchingOptions | None = None,
         poll_seconds: float = 0.0,
         metrics=None,
+        policies: dict[str, VersionPolicy] | None = None,
+        labels: dict[str, dict[str, int]] | None = None,
+        on_poll=None,
     ):
         self.model_dir = Path(model_dir)
         self.limits = limits or Limits()
         self.batching = batching or BatchingOptions()
         self.metrics = metrics or NullMetrics()
         self._lock = threading.Lock()
-        self._served: dict[str, _Served] = {}
-        self._pending: dict[str, tuple[int, tuple]] = {}  # task → (version, signature) seen once
+        self._refreshing = threading.Lock()  # one refresh at a time (watcher, config change)
+        self._policies = {task: VersionPolicy() for task in TASKS} | (policies or {})
+        self._labels: dict[str, dict[str, int]] = {task: {} for task in TASKS}
+        self._served: dict[str, dict[int, _Served]] = {task: {} for task in TASKS}
+        self._pending: dict[tuple[str, int], tuple] = {}  # (task, version) → signature seen once
         self._failed: dict[tuple[str, int], tuple] = {}  # (task, version) → signature that failed
+        self._on_poll = on_poll
         for task in TASKS:
             self.refresh(task, wait_until_stable=False)
+        labels = {task: {} for task in TASKS} | (labels or {})
+        check_labels(labels, self.served_versions(), self._policies)
+        self._labels = labels
         self._batchers = {}
         for task in TASKS:
             batcher = Batcher(
@@ -159,82 +178,148 @@ class Predictor:
 
     @property
     def models(self) -> dict[str, ExportedModel]:
-        """The model now served for each task."""
+        """The newest version served of each task (what a request naming none gets)."""
         with self._lock:
-            return {task: served.model for task, served in self._served.items()}
+            return {
+                task: served[max(served)].model for task, served in self._served.items() if served
+            }
+
+    def served_versions(self) -> dict[str, list[int]]:
+        """{task: the versions served, newest first}."""
+        with self._lock:
+            return {task: sorted(served, reverse=True) for task, served in self._served.items()}
+
+    def labels(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {task: dict(names) for task, names in self._labels.items()}
 
     # --- versions ------------------------------------------------------------------------------
 
-    def refresh(self, task: str, wait_until_stable: bool = True) -> int | None:
-        """Swaps in the newest version of `task` that loads, if it is not the one served.
-
-        Returns the version now served (None: none). A version that fails to load is logged and
-        skipped until its files change, and the next older one is tried in its place (so a
-        broken newest version at start does not leave the task unserved); the served version
-        stays if nothing newer loads.
-        """
+    def set_versions(self, policies: dict[str, VersionPolicy], labels) -> None:
+        """Applies a new version policy and labels (a changed config file, read live): loads
+        what the policy now wants, then checks the labels against what is served. ValueError
+        (and the labels unchanged) if a label points at a version that is not served; the
+        versions loaded for the new policy stay."""
+        policies = {task: VersionPolicy() for task in TASKS} | policies
+        labels = {task: {} for task in TASKS} | labels
+        # first against what the policy would serve of the complete versions on disk (known
+        # broken ones left out), so that a refused change loads and lets go of nothing
+        would = {
+            task: policies[task].wanted(
+                [v for v in fmt.versions(self.model_dir / task) if (task, v) not in self._failed]
+            )
+            for task in TASKS
+        }
+        check_labels(labels, would, policies)
+        with self._refreshing:
+            self._policies = policies
+        for task in TASKS:
+            self.refresh(task, wait_until_stable=False)
+        check_labels(labels, self.served_versions(), self._policies)  # a version failed to load
         with self._lock:
-            current = self._served.get(task)
-        current_version = current.model.version if current else None
-        for candidate in reversed(fmt.versions(self.model_dir / task)):
-            if candidate == current_version:
-                break
-            path = self.model_dir / task / str(candidate)
-            try:
-                signature = _signature(path)
-            except OSError:  # removed while we looked
-                continue
-            if self._failed.get((task, candidate)) == signature:
-                continue
-            if wait_until_stable and self._pending.get(task) != (candidate, signature):
-                # load it at the next poll if it is unchanged by then
-                self._pending[task] = (candidate, signature)
-                return current_version
-            self._pending.pop(task, None)
-            try:
-                model = ExportedModel(path, task)
-                model.warm_up()
-            except Exception as err:
-                self._failed[(task, candidate)] = signature
-                log.error(
-                    "%s version %d in %s cannot be loaded, skipped: %s", task, candidate, path, err
-                )
-                self.metrics.reload(task, ok=False)
-                continue
+            self._labels = labels
+
+    def refresh(self, task: str, wait_until_stable: bool = True) -> int | None:
+        """Loads the versions of `task` its policy wants and lets go of the others.
+
+        Returns the newest version now served (None: none). Candidates are taken newest first:
+        a version that fails to load is logged and skipped until its files change, and the next
+        older one is tried in its place (so a broken newest version does not leave the task
+        unserved); with `wait_until_stable`, a version not yet seen unchanged for one poll is
+        left for the next. Served versions are let go only once what replaces them is loaded.
+        """
+        with self._refreshing:
+            policy = self._policies[task]
             with self._lock:
-                self._served[task] = _Served(model)
-            if current is not None:
-                self._retire(current)
-            log.info("%s: now serving version %d (was %s)", task, candidate, current_version)
-            self.metrics.model_loaded(task, candidate)
-            self.metrics.reload(task, ok=True)
-            return candidate
-        self._pending.pop(task, None)
-        return current_version
+                current = dict(self._served[task])
+            chosen: list[int] = []
+            for candidate in reversed(fmt.versions(self.model_dir / task)):
+                if policy.specific is not None and candidate not in policy.specific:
+                    continue
+                if policy.latest is not None and len(chosen) >= policy.latest:
+                    break
+                if candidate in current:
+                    chosen.append(candidate)
+                    continue
+                if self._load(task, candidate, wait_until_stable):
+                    chosen.append(candidate)
+            if chosen:  # nothing loadable: what is served stays
+                for version, served in current.items():
+                    if version not in chosen:
+                        with self._lock:
+                            del self._served[task][version]
+                        log.info("%s: version %d is no longer served", task, version)
+                        self._retire(served)
+            return self.models[task].version if task in self.models else None
+
+    def _load(self, task: str, version: int, wait_until_stable: bool) -> bool:
+        path = self.model_dir / task / str(version)
+        try:
+            signature = _signature(path)
+        except OSError:  # removed while we looked
+            return False
+        if self._failed.get((task, version)) == signature:
+            return False
+        if wait_until_stable and self._pending.get((task, version)) != signature:
+            self._pending[(task, version)] = signature  # load it at the next poll if unchanged
+            return False
+        self._pending.pop((task, version), None)
+        try:
+            model = ExportedModel(path, task)
+            model.warm_up()
+        except Exception as err:
+            self._failed[(task, version)] = signature
+            log.error("%s version %d in %s cannot be loaded, skipped: %s", task, version, path, err)
+            self.metrics.reload(task, ok=False)
+            return False
+        with self._lock:
+            self._served[task][version] = _Served(model)
+        log.info("%s: now serving version %d", task, version)
+        self.metrics.model_loaded(task, version)
+        self.metrics.reload(task, ok=True)
+        return True
 
     def _watch(self, poll_seconds: float) -> None:
         while not self._stop.wait(poll_seconds):
+            if self._on_poll is not None:
+                try:
+                    self._on_poll()
+                except Exception:  # the watcher must survive anything
+                    log.exception("reading the serving config again failed")
             for task in TASKS:
                 try:
                     self.refresh(task)
                 except Exception:  # the watcher must survive anything the file system does
                     log.exception("looking for new %s versions failed", task)
 
-    def _acquire(self, task: str, version: int | None) -> _Served:
+    def _acquire(self, task: str, version: int | None, label: str | None = None) -> _Served:
         with self._lock:
             served = self._served.get(task)
-            if served is None:
+            if not served:
                 raise ModelUnavailable(
                     f"no {task} model is loaded: export one into {self.model_dir / task}/"
                     f"<version>/ (make export-{task}); the server picks it up"
                 )
-            if version is not None and version != served.model.version:
+            have = ", ".join(map(str, sorted(served, reverse=True)))
+            if label:
+                names = self._labels.get(task, {})
+                if version is not None:
+                    raise InvalidRequest(
+                        "give model_version or model_version_label, not both "
+                        f"(got {version} and {label!r})"
+                    )
+                if label not in names:
+                    known = ", ".join(f"{k}={v}" for k, v in sorted(names.items())) or "none"
+                    raise VersionNotFound(f"no {task} version label {label!r} (labels: {known})")
+                version = names[label]
+            chosen = served[max(served)] if version is None else served.get(version)
+            if chosen is None:
+                what = f"version {version}" + (f" (label {label!r})" if label else "")
                 raise VersionNotFound(
-                    f"{task} model version {version} is not loaded "
-                    f"(serving version {served.model.version})"
+                    f"{task} model {what} is not loaded (serving versions {have})"
                 )
-            served.in_flight += 1
-            return served
+            chosen.in_flight += 1
+            return chosen
 
     def _release(self, served: _Served) -> None:
         with self._lock:
@@ -288,9 +373,11 @@ class Predictor:
         model_version=None,
         timeout=None,
         return_alignment=False,
+        model_version_label=None,
     ):
         """For each text, n_best hypotheses (seq2seq.inference.Hypothesis, with pieces and
-        alignment when `return_alignment`); returns (results, version)."""
+        alignment when `return_alignment`); returns (results, version). The version is
+        `model_version`, the one `model_version_label` names, or the newest served."""
         lim = self.limits
         if beam_size is not None and not 1 <= beam_size <= lim.max_beam_size:
             raise InvalidRequest(
@@ -311,7 +398,7 @@ class Predictor:
                 f"n_best must be in [1, max_n_best {lim.max_n_best}], got {n_best}"
             )
         texts = _check_texts(texts, lim)
-        served = self._acquire("translate", model_version)
+        served = self._acquire("translate", model_version, model_version_label)
         try:
             # the model's defaults for what the request leaves out, the server's limits over them
             default = served.model.runner.defaults
@@ -336,10 +423,10 @@ class Predictor:
         finally:
             self._release(served)
 
-    def classify(self, texts, model_version=None, timeout=None):
+    def classify(self, texts, model_version=None, timeout=None, model_version_label=None):
         """For each text, (label, {label: probability}); returns (results, version)."""
         texts = _check_texts(texts, self.limits)
-        served = self._acquire("classify", model_version)
+        served = self._acquire("classify", model_version, model_version_label)
         try:
             key = BatchKey(served, None, False)
             return self._batched("classify", key, texts, timeout), served.model.version
@@ -349,7 +436,22 @@ class Predictor:
     def metadata(self, task: str | None = None) -> list[dict]:
         if task is not None and task not in TASKS:
             raise InvalidRequest(f"unknown task {task!r}")
-        return [m.describe() for t, m in self.models.items() if task in (None, t)]
+        with self._lock:
+            found = [
+                (t, version, s.model, sorted(k for k, v in self._labels[t].items() if v == version))
+                for t in TASKS
+                if task in (None, t)
+                for version, s in sorted(self._served[t].items(), reverse=True)
+            ]
+        newest = self.models
+        return [
+            {
+                **model.describe(),
+                "version_labels": labels,
+                "is_default": newest.get(t) is model,
+            }
+            for t, version, model, labels in found
+        ]
 
     def close(self) -> None:
         """Stops the watcher and the batchers (queued requests are answered first)."""

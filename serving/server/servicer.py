@@ -87,6 +87,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             max_length=_optional(request, "max_length"),
             length_penalty=_optional(request, "length_penalty"),
             model_version=_optional(request, "model_version"),
+            model_version_label=_optional(request, "model_version_label"),
             return_alignment=request.return_alignment,
             timeout=_time_left(context),
         )
@@ -105,6 +106,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             self.predictor.classify,
             list(request.texts),
             model_version=_optional(request, "model_version"),
+            model_version_label=_optional(request, "model_version_label"),
             timeout=_time_left(context),
         )
         return pb.ClassifyResponse(
@@ -140,6 +142,8 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
                     default_beam_size=d["default_beam_size"],
                     default_max_length=d["default_max_length"],
                     default_length_penalty=d["default_length_penalty"],
+                    version_labels=d.get("version_labels", []),
+                    is_default=d.get("is_default", True),
                 )
                 for d in described
             ],

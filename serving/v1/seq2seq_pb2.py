@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18serving/v1/seq2seq.proto\x12\x12seq2seq.serving.v1\"\xa1\x02\n\x10TranslateRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tbeam_size\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06n_best\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmax_length\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x1a\n\rmodel_version\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x1d\n\x10return_alignment\x18\x07 \x01(\x08H\x05\x88\x01\x01\x42\x0c\n\n_beam_sizeB\t\n\x07_n_bestB\r\n\x0b_max_lengthB\x11\n\x0f_length_penaltyB\x10\n\x0e_model_versionB\x13\n\x11_return_alignment\"\xa3\x01\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rsource_tokens\x18\x03 \x03(\t\x12\x15\n\rtarget_tokens\x18\x04 \x03(\t\x12\x11\n\talignment\x18\x05 \x03(\x02\x12\x37\n\x0eword_alignment\x18\x06 \x03(\x0b\x32\x1f.seq2seq.serving.v1.AlignedWord\"-\n\x0b\x41lignedWord\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"A\n\x0bTranslation\x12\x32\n\nhypotheses\x18\x01 \x03(\x0b\x32\x1e.seq2seq.serving.v1.Hypothesis\"a\n\x11TranslateResponse\x12\x35\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x1f.seq2seq.serving.v1.Translation\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"N\n\x0f\x43lassifyRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x1a\n\rmodel_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x10\n\x0e_model_version\"6\n\x10LabelProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\\\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12;\n\rprobabilities\x18\x02 \x03(\x0b\x32$.seq2seq.serving.v1.LabelProbability\"^\n\x10\x43lassifyResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".seq2seq.serving.v1.Classification\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"A\n\x17GetModelMetadataRequest\x12&\n\x04task\x18\x01 \x01(\x0e\x32\x18.seq2seq.serving.v1.Task\"\xa3\x03\n\rModelMetadata\x12&\n\x04task\x18\x01 \x01(\x0e\x32\x18.seq2seq.serving.v1.Task\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\x17\n\x0ftarget_language\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x19\n\x11source_vocab_size\x18\x06 \x01(\x05\x12\x19\n\x11target_vocab_size\x18\x07 \x01(\x05\x12\x46\n\x0b\x65val_scores\x18\x08 \x03(\x0b\x32\x31.seq2seq.serving.v1.ModelMetadata.EvalScoresEntry\x12\x0f\n\x07\x64\x61taset\x18\t \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_beam_size\x18\n \x01(\x05\x12\x1a\n\x12\x64\x65\x66\x61ult_max_length\x18\x0b \x01(\x05\x12\x1e\n\x16\x64\x65\x66\x61ult_length_penalty\x18\x0c \x01(\x02\x1a\x31\n\x0f\x45valScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"y\n\x06Limits\x12\x11\n\tmax_texts\x18\x01 \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x02 \x01(\x05\x12\x15\n\rmax_beam_size\x18\x03 \x01(\x05\x12\x12\n\nmax_n_best\x18\x04 \x01(\x05\x12\x19\n\x11max_output_length\x18\x05 \x01(\x05\"y\n\x18GetModelMetadataResponse\x12\x31\n\x06models\x18\x01 \x03(\x0b\x32!.seq2seq.serving.v1.ModelMetadata\x12*\n\x06limits\x18\x02 \x01(\x0b\x32\x1a.seq2seq.serving.v1.Limits*C\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_TRANSLATE\x10\x01\x12\x11\n\rTASK_CLASSIFY\x10\x02\x32\xb0\x02\n\x0eSeq2SeqService\x12X\n\tTranslate\x12$.seq2seq.serving.v1.TranslateRequest\x1a%.seq2seq.serving.v1.TranslateResponse\x12U\n\x08\x43lassify\x12#.seq2seq.serving.v1.ClassifyRequest\x1a$.seq2seq.serving.v1.ClassifyResponse\x12m\n\x10GetModelMetadata\x12+.seq2seq.serving.v1.GetModelMetadataRequest\x1a,.seq2seq.serving.v1.GetModelMetadataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18serving/v1/seq2seq.proto\x12\x12seq2seq.serving.v1\"\xdb\x02\n\x10TranslateRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tbeam_size\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06n_best\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmax_length\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x1a\n\rmodel_version\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x1d\n\x10return_alignment\x18\x07 \x01(\x08H\x05\x88\x01\x01\x12 \n\x13model_version_label\x18\x08 \x01(\tH\x06\x88\x01\x01\x42\x0c\n\n_beam_sizeB\t\n\x07_n_bestB\r\n\x0b_max_lengthB\x11\n\x0f_length_penaltyB\x10\n\x0e_model_versionB\x13\n\x11_return_alignmentB\x16\n\x14_model_version_label\"\xa3\x01\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rsource_tokens\x18\x03 \x03(\t\x12\x15\n\rtarget_tokens\x18\x04 \x03(\t\x12\x11\n\talignment\x18\x05 \x03(\x02\x12\x37\n\x0eword_alignment\x18\x06 \x03(\x0b\x32\x1f.seq2seq.serving.v1.AlignedWord\"-\n\x0b\x41lignedWord\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"A\n\x0bTranslation\x12\x32\n\nhypotheses\x18\x01 \x03(\x0b\x32\x1e.seq2seq.serving.v1.Hypothesis\"a\n\x11TranslateResponse\x12\x35\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x1f.seq2seq.serving.v1.Translation\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"\x88\x01\n\x0f\x43lassifyRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x1a\n\rmodel_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13model_version_label\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x10\n\x0e_model_versionB\x16\n\x14_model_version_label\"6\n\x10LabelProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\\\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12;\n\rprobabilities\x18\x02 \x03(\x0b\x32$.seq2seq.serving.v1.LabelProbability\"^\n\x10\x43lassifyResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".seq2seq.serving.v1.Classification\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"A\n\x17GetModelMetadataRequest\x12&\n\x04task\x18\x01 \x01(\x0e\x32\x18.seq2seq.serving.v1.Task\"\xcf\x03\n\rModelMetadata\x12&\n\x04task\x18\x01 \x01(\x0e\x32\x18.seq2seq.serving.v1.Task\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\x17\n\x0ftarget_language\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x19\n\x11source_vocab_size\x18\x06 \x01(\x05\x12\x19\n\x11target_vocab_size\x18\x07 \x01(\x05\x12\x46\n\x0b\x65val_scores\x18\x08 \x03(\x0b\x32\x31.seq2seq.serving.v1.ModelMetadata.EvalScoresEntry\x12\x0f\n\x07\x64\x61taset\x18\t \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_beam_size\x18\n \x01(\x05\x12\x1a\n\x12\x64\x65\x66\x61ult_max_length\x18\x0b \x01(\x05\x12\x1e\n\x16\x64\x65\x66\x61ult_length_penalty\x18\x0c \x01(\x02\x12\x16\n\x0eversion_labels\x18\r \x03(\t\x12\x12\n\nis_default\x18\x0e \x01(\x08\x1a\x31\n\x0f\x45valScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"y\n\x06Limits\x12\x11\n\tmax_texts\x18\x01 \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x02 \x01(\x05\x12\x15\n\rmax_beam_size\x18\x03 \x01(\x05\x12\x12\n\nmax_n_best\x18\x04 \x01(\x05\x12\x19\n\x11max_output_length\x18\x05 \x01(\x05\"y\n\x18GetModelMetadataResponse\x12\x31\n\x06models\x18\x01 \x03(\x0b\x32!.seq2seq.serving.v1.ModelMetadata\x12*\n\x06limits\x18\x02 \x01(\x0b\x32\x1a.seq2seq.serving.v1.Limits*C\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_TRANSLATE\x10\x01\x12\x11\n\rTASK_CLASSIFY\x10\x02\x32\xb0\x02\n\x0eSeq2SeqService\x12X\n\tTranslate\x12$.seq2seq.serving.v1.TranslateRequest\x1a%.seq2seq.serving.v1.TranslateResponse\x12U\n\x08\x43lassify\x12#.seq2seq.serving.v1.ClassifyRequest\x1a$.seq2seq.serving.v1.ClassifyResponse\x12m\n\x10GetModelMetadata\x12+.seq2seq.serving.v1.GetModelMetadataRequest\x1a,.seq2seq.serving.v1.GetModelMetadataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,36 +33,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELMETADATA_EVALSCORESENTRY']._loaded_options = None
   _globals['_MODELMETADATA_EVALSCORESENTRY']._serialized_options = b'8\001'
-  _globals['_TASK']._serialized_start=1780
-  _globals['_TASK']._serialized_end=1847
+  _globals['_TASK']._serialized_start=1941
+  _globals['_TASK']._serialized_end=2008
   _globals['_TRANSLATEREQUEST']._serialized_start=49
-  _globals['_TRANSLATEREQUEST']._serialized_end=338
-  _globals['_HYPOTHESIS']._serialized_start=341
-  _globals['_HYPOTHESIS']._serialized_end=504
-  _globals['_ALIGNEDWORD']._serialized_start=506
-  _globals['_ALIGNEDWORD']._serialized_end=551
-  _globals['_TRANSLATION']._serialized_start=553
-  _globals['_TRANSLATION']._serialized_end=618
-  _globals['_TRANSLATERESPONSE']._serialized_start=620
-  _globals['_TRANSLATERESPONSE']._serialized_end=717
-  _globals['_CLASSIFYREQUEST']._serialized_start=719
-  _globals['_CLASSIFYREQUEST']._serialized_end=797
-  _globals['_LABELPROBABILITY']._serialized_start=799
-  _globals['_LABELPROBABILITY']._serialized_end=853
-  _globals['_CLASSIFICATION']._serialized_start=855
-  _globals['_CLASSIFICATION']._serialized_end=947
-  _globals['_CLASSIFYRESPONSE']._serialized_start=949
-  _globals['_CLASSIFYRESPONSE']._serialized_end=1043
-  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1045
-  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1110
-  _globals['_MODELMETADATA']._serialized_start=1113
-  _globals['_MODELMETADATA']._serialized_end=1532
-  _globals['_MODELMETADATA_EVALSCORESENTRY']._serialized_start=1483
-  _globals['_MODELMETADATA_EVALSCORESENTRY']._serialized_end=1532
-  _globals['_LIMITS']._serialized_start=1534
-  _globals['_LIMITS']._serialized_end=1655
-  _globals['_GETMODELMETADATARESPONSE']._serialized_start=1657
-  _globals['_GETMODELMETADATARESPONSE']._serialized_end=1778
-  _globals['_SEQ2SEQSERVICE']._serialized_start=1850
-  _globals['_SEQ2SEQSERVICE']._serialized_end=2154
+  _globals['_TRANSLATEREQUEST']._serialized_end=396
+  _globals['_HYPOTHESIS']._serialized_start=399
+  _globals['_HYPOTHESIS']._serialized_end=562
+  _globals['_ALIGNEDWORD']._serialized_start=564
+  _globals['_ALIGNEDWORD']._serialized_end=609
+  _globals['_TRANSLATION']._serialized_start=611
+  _globals['_TRANSLATION']._serialized_end=676
+  _globals['_TRANSLATERESPONSE']._serialized_start=678
+  _globals['_TRANSLATERESPONSE']._serialized_end=775
+  _globals['_CLASSIFYREQUEST']._serialized_start=778
+  _globals['_CLASSIFYREQUEST']._serialized_end=914
+  _globals['_LABELPROBABILITY']._serialized_start=916
+  _globals['_LABELPROBABILITY']._serialized_end=970
+  _globals['_CLASSIFICATION']._serialized_start=972
+  _globals['_CLASSIFICATION']._serialized_end=1064
+  _globals['_CLASSIFYRESPONSE']._serialized_start=1066
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1160
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1162
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1227
+  _globals['_MODELMETADATA']._serialized_start=1230
+  _globals['_MODELMETADATA']._serialized_end=1693
+  _globals['_MODELMETADATA_EVALSCORESENTRY']._serialized_start=1644
+  _globals['_MODELMETADATA_EVALSCORESENTRY']._serialized_end=1693
+  _globals['_LIMITS']._serialized_start=1695
+  _globals['_LIMITS']._serialized_end=1816
+  _globals['_GETMODELMETADATARESPONSE']._serialized_start=1818
+  _globals['_GETMODELMETADATARESPONSE']._serialized_end=1939
+  _globals['_SEQ2SEQSERVICE']._serialized_start=2011
+  _globals['_SEQ2SEQSERVICE']._serialized_end=2315
 # @@protoc_insertion_point(module_scope)

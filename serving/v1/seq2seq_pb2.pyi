@@ -17,7 +17,7 @@ TASK_TRANSLATE: Task
 TASK_CLASSIFY: Task
 
 class TranslateRequest(_message.Message):
-    __slots__ = ("texts", "beam_size", "n_best", "max_length", "length_penalty", "model_version", "return_alignment")
+    __slots__ = ("texts", "beam_size", "n_best", "max_length", "length_penalty", "model_version", "return_alignment", "model_version_label")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     N_BEST_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class TranslateRequest(_message.Message):
     LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RETURN_ALIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     beam_size: int
     n_best: int
@@ -32,7 +33,8 @@ class TranslateRequest(_message.Message):
     length_penalty: float
     model_version: int
     return_alignment: bool
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., beam_size: _Optional[int] = ..., n_best: _Optional[int] = ..., max_length: _Optional[int] = ..., length_penalty: _Optional[float] = ..., model_version: _Optional[int] = ..., return_alignment: _Optional[bool] = ...) -> None: ...
+    model_version_label: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., beam_size: _Optional[int] = ..., n_best: _Optional[int] = ..., max_length: _Optional[int] = ..., length_penalty: _Optional[float] = ..., model_version: _Optional[int] = ..., return_alignment: _Optional[bool] = ..., model_version_label: _Optional[str] = ...) -> None: ...
 
 class Hypothesis(_message.Message):
     __slots__ = ("text", "score", "source_tokens", "target_tokens", "alignment", "word_alignment")
@@ -73,12 +75,14 @@ class TranslateResponse(_message.Message):
     def __init__(self, translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("texts", "model_version")
+    __slots__ = ("texts", "model_version", "model_version_label")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     model_version: int
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model_version: _Optional[int] = ...) -> None: ...
+    model_version_label: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model_version: _Optional[int] = ..., model_version_label: _Optional[str] = ...) -> None: ...
 
 class LabelProbability(_message.Message):
     __slots__ = ("label", "probability")
@@ -111,7 +115,7 @@ class GetModelMetadataRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, str]] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("task", "version", "source_language", "target_language", "labels", "source_vocab_size", "target_vocab_size", "eval_scores", "dataset", "default_beam_size", "default_max_length", "default_length_penalty")
+    __slots__ = ("task", "version", "source_language", "target_language", "labels", "source_vocab_size", "target_vocab_size", "eval_scores", "dataset", "default_beam_size", "default_max_length", "default_length_penalty", "version_labels", "is_default")
     class EvalScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +135,8 @@ class ModelMetadata(_message.Message):
     DEFAULT_BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABELS_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     task: Task
     version: int
     source_language: str
@@ -143,7 +149,9 @@ class ModelMetadata(_message.Message):
     default_beam_size: int
     default_max_length: int
     default_length_penalty: float
-    def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ..., default_beam_size: _Optional[int] = ..., default_max_length: _Optional[int] = ..., default_length_penalty: _Optional[float] = ...) -> None: ...
+    version_labels: _containers.RepeatedScalarFieldContainer[str]
+    is_default: bool
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ..., default_beam_size: _Optional[int] = ..., default_max_length: _Optional[int] = ..., default_length_penalty: _Optional[float] = ..., version_labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_texts", "max_text_chars", "max_beam_size", "max_n_best", "max_output_length")

@@ -43,7 +43,10 @@ def _sentences(path: Path | None, count: int) -> list[str]:
             f"bench-decode: no sentences at {path}: run `make data-translate`, or give "
             f"--sentences-file FILE (one source sentence per line; a TAB ends it)"
         )
-    rows = [line.split("\t", 1)[0].strip() for line in path.read_text().splitlines()]
+    lines = path.read_text().splitlines()
+    if lines and lines[0].startswith("source\t"):  # the prepared splits' header
+        lines = lines[1:]
+    rows = [line.split("\t", 1)[0].strip() for line in lines]
     rows = [r for r in rows if r][:count]
     if not rows:
         raise SystemExit(f"bench-decode: {path} holds no sentences")

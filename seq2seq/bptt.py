@@ -74,7 +74,9 @@ def _forward(xw, h0, recurrent_kernel, mask, drop, act):
             h_new = tf.where(tf.gather(mask, t), h_new, h)
         return t + 1, h_new, hs.write(t, h_new)
 
-    _, h_last, hs = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h0, hs))
+    _, h_last, hs = tf.while_loop(
+        lambda t, *_: t < steps, body, (tf.constant(0), h0, hs), maximum_iterations=steps
+    )
     return hs.stack(), h_last
 
 
@@ -112,8 +114,20 @@ def _backward(dhs, dh_last, hs, recurrent_kernel, mask, drop, act_grad, truncati
             dnorm = dnorm.write(t, tf.reduce_mean(tf.norm(dh, axis=-1)))
         return t - 1, carry, das.write(t, da), dnorm
 
-    _, dh0, das, dnorm = tf.while_loop(lambda t, *_: t >= 0, body, (steps - 1, dh_last, das, dnorm))
+    _, dh0, das, dnorm = tf.while_loop(
+        lambda t, *_: t >= 0, body, (steps - 1, dh_last, das, dnorm), maximum_iterations=steps
+    )
     return das.stack(), dh0, (dnorm.stack() if norms else None)
+
+
+# XLA-compiled twins of the two loops: one fused program per sequence length instead of a
+# dozen small ops per step (see `simple_rnn`'s `compile_loops`).
+_forward_xla = tf.function(_forward, jit_compile=True, reduce_retracing=True)
+_backward_xla = tf.function(_backward, jit_compile=True, reduce_retracing=True)
+
+
+def _stop(t):
+    return None if t is None else tf.stop_gradient(t)
 
 
 def simple_rnn(
@@ -128,6 +142,7 @@ def simple_rnn(
     activation: str = "tanh",
     truncation: int | None = None,
     grad_probe: tf.Tensor | None = None,
+    compile_loops: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """A SimpleRNN over a whole sequence with an explicit BPTT gradient.
 
@@ -177,14 +192,22 @@ def simple_rnn(
         if b is not None:
             xw = tf.nn.bias_add(xw, b)
         xw = tf.reshape(xw, [batch, -1, units])  # (B, T, N)
-        hs, h_last = _forward(xw, h0, w, mask_tm, drop, act)  # (T, B, N), (B, N)
+        if compile_loops:  # stop_gradient: the tape must not ask the XLA program for the
+            # intermediates of an autodiff of its own (this op's gradient is `grad` below)
+            hs, h_last = _forward_xla(*map(_stop, (xw, h0, w, mask_tm, drop)), act)
+        else:
+            hs, h_last = _forward(xw, h0, w, mask_tm, drop, act)  # (T, B, N), (B, N)
 
         def grad(d_outputs, d_final):
             if d_final is None:
                 d_final = tf.zeros_like(h_last)
-            das, dh0, dnorm = _backward(
-                d_outputs, d_final, hs, w, mask_tm, drop, act_grad, truncation, want_norms
-            )  # (T, B, N), (B, N), (T,)
+            if compile_loops:
+                tensors = map(_stop, (d_outputs, d_final, hs, w, mask_tm, drop))
+                das, dh0, dnorm = _backward_xla(*tensors, act_grad, truncation, want_norms)
+            else:
+                das, dh0, dnorm = _backward(
+                    d_outputs, d_final, hs, w, mask_tm, drop, act_grad, truncation, want_norms
+                )  # (T, B, N), (B, N), (T,)
             # Σ_t h_{t-1}ᵀ δa_t: split off t = 0 (h_{-1} = h0) so the rest are outer-dim
             # slices of hs and δa, which alias memory instead of copying it.
             h_prev, h0_in = hs[:-1], h0

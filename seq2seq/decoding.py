@@ -8,6 +8,13 @@ import tensorflow as tf
 from seq2seq.export_format import EOS, PAD, SOS
 
 
+def step_log_probs(model, logits):
+    """log P(next token) from a step's logits: a copying model's are log-probabilities already
+    (a normalised mixture), which saves a vocabulary-wide log-softmax per step."""
+    logits = tf.cast(logits, tf.float32)
+    return logits if getattr(model, "copy", False) else tf.nn.log_softmax(logits)
+
+
 def greedy_decode(model, source_ids, max_length, alignment=False):
     """Most likely next token at every step.
 
@@ -36,7 +43,7 @@ def greedy_decode(model, source_ids, max_length, alignment=False):
 
     def body(t, tokens, states, finished, scores, lengths, out, attn):
         logits, states, weights = model.step(tokens, states, memory, memory_mask, keys, memory_ids)
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))  # (B, V)
+        log_probs = step_log_probs(model, logits)  # (B, V)
         nxt = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
         nxt = tf.where(finished, PAD, nxt)
         gained = tf.gather(log_probs, nxt, batch_dims=1)
@@ -72,6 +79,12 @@ def beam_search(model, source_ids, beam_size, max_length, length_penalty=0.0, al
     PAD at no cost) and compete with unfinished ones on raw log-probability; the final n-best
     list is ranked by the length-normalised score.
 
+    A sentence stops early, its whole beam frozen, once no unfinished hypothesis can still beat
+    its best finished one: extending a hypothesis only lowers its log-probability (< 0), and the
+    GNMT penalty is largest at max_length, so raw / penalty(max_length) bounds the normalised
+    score any continuation can reach. The best hypothesis is therefore the one a search run to
+    max_length would return; the frozen unfinished ones rank below it.
+
     Returns {"ids": (B, K, L) int32, "lengths": (B, K), "scores": (B, K) length-normalised
     log-probabilities}, best first; with `alignment`, "alignment": (B, K, L, S), each
     hypothesis's own attention rows (carried along its back-pointers, like its tokens).
@@ -104,9 +117,11 @@ def beam_search(model, source_ids, beam_size, max_length, length_penalty=0.0, al
     def cond(t, tokens, states, log_probs, finished, lengths, seqs, attn):
         return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
 
+    best_penalty = tf.pow((5.0 + tf.cast(max_length, tf.float32)) / 6.0, alpha)
+
     def body(t, tokens, states, log_probs, finished, lengths, seqs, attn):
         logits, states, weights = model.step(tokens, states, memory, memory_mask, keys, memory_ids)
-        step = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)), [batch, k, vocab])
+        step = tf.reshape(step_log_probs(model, logits), [batch, k, vocab])
         step = tf.where(finished[:, :, None], pad_only, step)
         total = tf.reshape(log_probs[:, :, None] + step, [batch, k * vocab])
         log_probs, idx = tf.math.top_k(total, k=k)  # (B, K)
@@ -121,6 +136,14 @@ def beam_search(model, source_ids, beam_size, max_length, length_penalty=0.0, al
             tf.logical_not(parent_finished), tf.int32
         )
         finished = tf.logical_or(parent_finished, tf.equal(token, EOS))
+        # early stop: the best finished hypothesis (normalised) against the most any
+        # unfinished one could still reach
+        best_done = tf.reduce_max(
+            tf.where(finished, length_normalize(log_probs, lengths, alpha), neg_inf), axis=1
+        )  # (B,)
+        reachable = log_probs / best_penalty  # (B, K)
+        settled = tf.reduce_all(tf.logical_or(finished, reachable <= best_done[:, None]), axis=1)
+        finished = tf.logical_or(finished, settled[:, None])
         flat_parent = tf.reshape(parent + offsets, [-1])
         states = [tf.gather(s, flat_parent) for s in states]
         return t + 1, tf.reshape(token, [-1]), states, log_probs, finished, lengths, seqs, attn

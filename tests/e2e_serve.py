@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     cmd += [f"HTTP_PORT={http_port}"]
     print("$", " ".join(cmd), flush=True)
     start = time.monotonic()
-    # its own session, so SIGTERM reaches make's whole process group (make and the server)
+    # its own session, so that a SIGKILL at the end, if needed, reaches make and the server
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -90,10 +90,10 @@ def main(argv=None) -> int:
         )
         with urllib.request.urlopen(req, timeout=60) as resp:
             answer = json.loads(resp.read())
-        print(f"e2e: HTTP /v1/translate → {answer['results'][0]['hypotheses'][0]['text']!r}")
+        print(f"e2e: HTTP /v1/translate → {answer['translations'][0]['hypotheses'][0]['text']!r}")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:  # to make alone: it passes the signal on to the server, once
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:

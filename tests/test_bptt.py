@@ -8,6 +8,16 @@ from seq2seq import bptt
 from seq2seq.diagnostics import GradientNorms
 
 B, T, D, N = 3, 7, 4, 5
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["loops", "xla-loops"])
+def compile_loops(request, monkeypatch):
+    """Every test runs twice: with the plain time loops, and with their XLA-compiled twins
+    (what SimpleRNN uses in training)."""
+    monkeypatch.setitem(bptt.simple_rnn.__kwdefaults__, "compile_loops", request.param)
+    return request.param
+
+
 ACTS = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu, "linear": tf.identity}
 
 
@@ -157,7 +167,7 @@ def test_gradient_is_the_hand_written_one(monkeypatch):
     monkeypatch.setattr(bptt, "_backward", spy)
     x, h0, k, w, b, out_w, final_w = make_inputs()
     with tf.GradientTape() as tape:
-        seq, final = bptt.simple_rnn(x, h0, k, w, b)
+        seq, final = bptt.simple_rnn(x, h0, k, w, b, compile_loops=False)
         loss = loss_fn(seq, final, out_w, final_w)
     tape.gradient(loss, [k, w, b])
     assert calls == [1]

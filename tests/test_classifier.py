@@ -160,7 +160,7 @@ def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsy
     assert (tmp_path / "models" / "1" / "saved_model.pb").is_file()
     capsys.readouterr()
     # `python -m seq2seq classify --model` answers from the export, as the server does
-    texts = ["red cat tree", "dog river", "blue stone"]
+    texts = ["red cat tree 7", "dog river 8", "blue stone green 9"]  # shaped like the data
     assert main(["classify", "--model", str(tmp_path / "models" / "1"), *texts]) == 0
     got = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
     assert got == [label for label, _ in predictor.classify(texts)] == ["yes", "maybe", "no"]
@@ -176,7 +176,7 @@ def test_export_cli_errors_and_classify_from_the_export(trained, tmp_path, capsy
     stdin(b"\n   \n")
     assert main(["classify", "--model", str(tmp_path / "models" / "1")]) == 2
     assert capsys.readouterr().err.startswith("error: no texts given")
-    stdin(b"red cat tree\r\n\r\nblue stone\n")
+    stdin(b"red cat tree 7\r\n\r\nblue stone green 9\n")
     assert main(["classify", "--model", str(tmp_path / "models" / "1")]) == 0
     assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == ["yes", "no"]
     stdin(b"red cat tree\n\xff\xfe stone\n")  # not UTF-8: refused, not classified

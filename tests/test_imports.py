@@ -158,5 +158,6 @@ def test_the_client_install_has_no_server_or_model_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = {d.split("==")[0] for d in project["dependencies"]}
     assert base == {"grpcio", "protobuf"}
-    serving_side = {d.split("==")[0] for d in project["optional-dependencies"]["ml"]}
+    extras = project["optional-dependencies"]
+    serving_side = {d.split("==")[0] for d in extras["stack"] + extras["ml"]}
     assert {"starlette", "uvicorn", "tensorflow-cpu"} <= serving_side

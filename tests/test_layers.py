@@ -159,17 +159,19 @@ def test_mixed_float16_policy():
     ours(x)
     ours.set_weights(full.get_weights())
     with tf.GradientTape() as tape:
-        y = ours(x)
+        y = ours(x, training=True)  # the training path: XLA-compiled loops
         loss = tf.reduce_sum(tf.cast(y, tf.float32))
     grads = tape.gradient(loss, ours.trainable_variables)
     assert y.dtype == tf.float16
     assert all(v.dtype == "float32" for v in ours.trainable_variables)
     assert all(g.dtype == tf.float32 and np.all(np.isfinite(g)) for g in grads)
-    # the recurrence runs in float32 (weights unrounded, state and BPTT carry in float32): the
-    # outputs differ from the float32 layer's by their final rounding to float16 only (half a
-    # float16 step at 1.0 is 2⁻¹¹), and the weight gradients are the float32 ones
+    # the recurrence runs in float32 (weights unrounded, state and BPTT carry in float32): given
+    # the same (float16) inputs, the outputs differ from the float32 layer's by their final
+    # rounding to float16 only (half a float16 step at 1.0 is 2⁻¹¹), and the weight gradients
+    # are the float32 ones
+    x16 = tf.cast(tf.cast(x, tf.float16), tf.float32)  # Keras casts the layer's inputs
     with tf.GradientTape() as tape:
-        y_full = full(x)
+        y_full = full(x16)
         loss_full = tf.reduce_sum(tf.cast(tf.cast(y_full, tf.float16), tf.float32))
     grads_full = tape.gradient(loss_full, full.trainable_variables)
     np.testing.assert_allclose(tf.cast(y, tf.float32), y_full, atol=2**-11)

@@ -47,6 +47,7 @@ def test_translate_converts_and_passes_only_set_options():
         "max_length": None,
         "length_penalty": None,
         "model_version": None,
+        "model_version_label": None,
         "timeout": None,
         "return_alignment": False,
     }

@@ -17,7 +17,7 @@ import pytest
 from fresh import run_blocked
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from servers import PAIRS, ROOT, Server, free_port
+from servers import PAIRS, ROOT, Server, free_port, wait_for
 
 from serving.client import Client, ServingError
 from serving.v1 import seq2seq_pb2 as pb
@@ -502,6 +502,41 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(models):
     assert any("draining" in line for line in srv.lines)
 
 
+def test_a_second_signal_at_any_moment_exits_with_a_defined_code(models):
+    """During the drain a second signal exits at once with 1; once drained, signals are
+    ignored and the exit status stays 0 — never death by signal (-15)."""
+    srv = Server(models)
+
+    def work():  # a long request keeps the drain going
+        try:
+            with Client(srv.target, timeout=120, retries=0) as c:
+                c.translate(["Veo el gato."] * 64, beam_size=16, max_length=200)
+        except ServingError:
+            pass  # the process went away under it: expected here
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    time.sleep(0.5)
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: any("draining" in line for line in srv.lines), what="the drain to start")
+    srv.proc.send_signal(signal.SIGTERM)  # while draining
+    code = srv.proc.wait(timeout=60)
+    worker.join(timeout=120)
+    if any("drained in" in line for line in srv.lines):  # the drain won the race
+        assert code == 0
+    else:
+        assert code == 1
+        assert any("again: exiting without draining" in line for line in srv.lines)
+
+    srv = Server(models)
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: any("drained in" in line for line in srv.lines), what="the drain")
+    while srv.proc.poll() is None:  # between "drained" and the exit
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.01)
+    assert srv.proc.returncode == 0
+
+
 def test_gpu_requested_without_gpu_exits_with_a_clear_message(models):
     proc = subprocess.run(
         [
@@ -592,15 +627,23 @@ def test_cli_pins_the_version_that_answered_its_first_request(monkeypatch, capsy
         def metadata(self):
             return {"limits": {"max_texts": 2}}
 
-        def classify(self, texts, model_version=None):
-            calls.append((list(texts), model_version))
+        def classify(self, texts, model_version=None, model_version_label=None):
+            calls.append((list(texts), model_version, model_version_label))
             version = model_version or 3 + len(calls)  # unpinned: the newest, which changes
             return [ClassificationResult("pos", {"pos": 0.9, "neg": 0.1}, version) for _ in texts]
 
     monkeypatch.setattr(cli, "Client", Server)
     assert cli.main(["classify", "a", "b", "c", "d", "e"]) == 0
-    assert calls == [(["a", "b"], None), (["c", "d"], 4), (["e"], 4)]
+    assert calls == [(["a", "b"], None, None), (["c", "d"], 4, None), (["e"], 4, None)]
     assert capsys.readouterr().out.splitlines() == ["pos\tpos=0.900 neg=0.100"] * 5
+    # a label names the version of the first request only; the rest name the version it got
+    calls.clear()
+    assert cli.main(["classify", "--version-label", "stable", "a", "b", "c"]) == 0
+    assert calls == [(["a", "b"], None, "stable"), (["c"], 4, None)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # one or the other
+        cli.main(["classify", "--version-label", "stable", "--model-version", "2", "a"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan"])

@@ -29,6 +29,7 @@ from servers import PAIRS, REVIEWS, ROOT, Server, free_port, wait_for
 from servers import http_call as call
 
 from serving.client import Client, ServingError
+from serving.v1 import seq2seq_pb2 as pb
 
 Code = grpc.StatusCode
 TOKEN = "s3cret-token-0123456789"
@@ -140,6 +141,46 @@ def test_missing_or_wrong_token_is_unauthenticated(secure, token):
         with pytest.raises(ServingError) as err:
             c.metadata()
         assert err.value.code == Code.UNAUTHENTICATED
+
+
+GARBAGE = {
+    "random bytes": b"\xff\xff\xff\x07garbage",
+    "a truncated length prefix": b"\x0a\x10abc",
+    "invalid UTF-8 in texts": b"\x0a\x02\xc3\x28",
+}
+
+
+def raw_call(channel, method: str, payload: bytes, metadata=None):
+    """(status code, details) of a call whose request bytes are sent as they are."""
+    call = channel.unary_unary(f"/seq2seq.serving.v1.Seq2SeqService/{method}")
+    try:
+        call(payload, timeout=30, metadata=metadata)
+    except grpc.RpcError as err:
+        return err.code(), err.details()
+    return Code.OK, ""
+
+
+def test_malformed_bytes_are_invalid_argument_after_auth_and_never_a_traceback(secure):
+    creds = grpc.ssl_channel_credentials(secure.pki["ca.pem"].read_bytes())
+    meta = (("authorization", f"Bearer {TOKEN}"),)
+    lines_before = len(secure.lines)
+    with grpc.secure_channel(secure.target, creds) as ch:
+        for what, payload in GARBAGE.items():
+            for method in ("Translate", "Classify"):
+                # no token: refused before a byte is parsed
+                assert raw_call(ch, method, payload)[0] == Code.UNAUTHENTICATED, what
+                code, details = raw_call(ch, method, payload, meta)
+                assert code == Code.INVALID_ARGUMENT, (what, details)
+                assert f"not a valid seq2seq.serving.v1.{method}Request message" in details
+        # a well-formed request still works over the same raw path
+        ok = raw_call(
+            ch, "Translate", pb.TranslateRequest(texts=["Veo el gato."]).SerializeToString(), meta
+        )
+        assert ok[0] == Code.OK
+    time.sleep(0.5)
+    new = "".join(secure.lines[lines_before:])
+    assert "Traceback" not in new and "Exception deserializing" not in new
+    assert new.count("malformed") <= 1  # one line per 10 s at most, however many arrive
 
 
 def test_health_is_open_but_reflection_needs_the_token(secure):

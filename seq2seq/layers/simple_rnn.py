@@ -167,6 +167,10 @@ class SimpleRNN(keras.layers.Layer):
         go_backwards: process the sequence in reverse; outputs come in processing order.
         bptt_truncation: None for full BPTT, or k: gradients do not flow through the hidden state
             entering steps k, 2k, … (chunks of k steps from the start, in processing order).
+        compile_loops: in training, run the two time loops as XLA programs (one per sequence
+            length, compiled once and cached), which removes most of the per-step op overhead;
+            inference (and so the SavedModel) keeps the plain loops, whose cost does not
+            depend on compiling for each new batch shape.
 
     Call arguments:
         inputs: (B, T, D) tensor.
@@ -198,9 +202,11 @@ class SimpleRNN(keras.layers.Layer):
         return_state: bool = False,
         go_backwards: bool = False,
         bptt_truncation: int | None = None,
+        compile_loops: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.compile_loops = bool(compile_loops)
         if bptt_truncation is not None and (
             not isinstance(bptt_truncation, int)
             or isinstance(bptt_truncation, bool)
@@ -278,6 +284,7 @@ class SimpleRNN(keras.layers.Layer):
             activation=cell.activation,
             truncation=self.bptt_truncation,
             grad_probe=probe,
+            compile_loops=self.compile_loops and training is True,
         )
         if out_dtype != dtype:
             outputs, final_state = tf.cast(outputs, out_dtype), tf.cast(final_state, out_dtype)
@@ -324,4 +331,5 @@ class SimpleRNN(keras.layers.Layer):
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
             "bptt_truncation": self.bptt_truncation,
+            "compile_loops": self.compile_loops,
         }

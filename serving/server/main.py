@@ -27,9 +27,8 @@ from grpc_reflection.v1alpha import reflection
 from serving.server import config as serving_config
 from serving.server.ports import bind
 from serving.server.security import TokenAuth, read_token, server_credentials
-from serving.server.servicer import Seq2SeqServicer
+from serving.server.servicer import Seq2SeqServicer, add_to_server
 from serving.v1 import seq2seq_pb2 as pb
-from serving.v1 import seq2seq_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Seq2SeqService"].full_name
 log = logging.getLogger("seq2seq.serving")
@@ -71,7 +70,7 @@ def build_server(
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
     )
-    pb_grpc.add_Seq2SeqServiceServicer_to_server(Seq2SeqServicer(predictor), server)
+    add_to_server(Seq2SeqServicer(predictor), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -121,6 +120,10 @@ def drain(server, health_servicer, predictor, metrics, grace: float, http=None) 
     if metrics is not None:
         metrics.stop_http()
     # The watchdog stays armed through the interpreter's exit (which joins the rpc threads).
+    # From here on a signal is ignored, so the exit status stays 0: the interpreter's shutdown
+    # would reset a Python handler to the default and let a late signal kill the process.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     log.info("drained in %.1f s", time.monotonic() - start)
 
 

@@ -62,14 +62,23 @@ def _check_texts(texts, limits: Limits) -> list[str]:
         raise InvalidRequest(f"too many texts: {len(texts)} > max_texts {limits.max_texts}")
     clean = []
     for i, text in enumerate(texts):
-        if isinstance(text, str) and len(text) > limits.max_text_chars:
+        # The limit holds for the text the model gets, after normalisation (NFC can make a
+        # text up to three times longer: 2,000 × U+FB2C are 6,000 characters); a raw text
+        # beyond three times the limit is refused before it costs a normalisation.
+        if isinstance(text, str) and len(text) > 3 * limits.max_text_chars:
             raise InvalidRequest(
                 f"texts[{i}] has {len(text)} characters > max_text_chars {limits.max_text_chars}"
             )
         try:
-            clean.append(fmt.check_text(text, f"texts[{i}]"))
+            text = fmt.check_text(text, f"texts[{i}]")
         except fmt.TextError as err:
             raise InvalidRequest(str(err)) from None
+        if len(text) > limits.max_text_chars:
+            raise InvalidRequest(
+                f"texts[{i}] has {len(text)} characters > max_text_chars "
+                f"{limits.max_text_chars} (counted once normalised: Unicode NFC, single spaces)"
+            )
+        clean.append(text)
     return clean
 
 

@@ -110,8 +110,6 @@ def _denying(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
         (True, True): grpc.stream_stream_rpc_method_handler,
     }
     make = kinds[(bool(handler.request_streaming), bool(handler.response_streaming))]
-    return make(
-        deny,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    # no request_deserializer: the caller's bytes are never parsed (garbage from a caller
+    # without a token is UNAUTHENTICATED, not a parse error)
+    return make(deny, request_deserializer=None, response_serializer=handler.response_serializer)

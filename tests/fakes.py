@@ -43,7 +43,9 @@ class FakePredictor:
             [Hyp(t.upper(), -0.5), Hyp(t.lower(), -1.5)][: options["n_best"] or 1] for t in texts
         ], 7
 
-    def classify(self, texts, model_version=None, timeout=None, model_version_label=None):
+    def classify(
+        self, texts, model_version=None, timeout=None, model_version_label=None, alive=None
+    ):
         self.calls.append(("classify", texts, {"model_version": model_version, "timeout": timeout}))
         if self.error:
             raise self.error

@@ -211,3 +211,52 @@ def test_threads_can_be_given_per_batcher_name():
     assert two.options.threads == 2 and one("k", [7], timeout=5) == [7]
     for b in (two, one, other):
         b.close()
+
+
+def test_a_big_batch_runs_as_calls_of_bounded_size_with_results_in_order():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(threads=1, max_wait_us=0), call_items=lambda key: 2)
+    try:
+        assert batcher("k", [1, 2, 3, 4, 5], timeout=10) == [("k", x * 10) for x in (1, 2, 3, 4, 5)]
+        assert [items for _, items in model.calls] == [[1, 2], [3, 4], [5]]
+    finally:
+        batcher.close()
+
+
+def test_an_expired_request_is_dropped_from_the_queue_unrun():
+    from serving.server.errors import DeadlineExceeded
+
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+    batcher = Batcher(model, BatchingOptions(threads=1, max_batch_size=1, max_wait_us=0))
+    try:
+        first = batcher.submit("k", [1])  # the worker takes it and waits on the gate
+        time.sleep(0.1)
+        gone = batcher.submit("k", [2], expired=lambda: True)  # e.g. its client went away
+        kept = batcher.submit("k", [3], expired=lambda: False)
+        gate.set()
+        assert first.result(5) == [("k", 10)] and kept.result(5) == [("k", 30)]
+        with pytest.raises(DeadlineExceeded):
+            gone.result(5)
+        assert [items for _, items in model.calls] == [[1], [3]]  # 2 never reached the model
+    finally:
+        batcher.close()
+
+
+def test_a_running_request_that_expires_stops_at_the_next_call_and_frees_the_worker():
+    from serving.server.errors import DeadlineExceeded
+
+    model = Recorder(delay=0.05)
+    batcher = Batcher(model, BatchingOptions(threads=1, max_wait_us=0), call_items=lambda key: 1)
+    try:
+        deadline = time.monotonic() + 0.12
+        big = batcher.submit("k", list(range(100)), expired=lambda: time.monotonic() > deadline)
+        with pytest.raises(DeadlineExceeded):
+            big.result(5)
+        ran = len(model.calls)
+        assert 2 <= ran <= 4  # ~0.12 s of 0.05 s calls, not the 100 calls (5 s) it asked for
+        t0 = time.monotonic()
+        assert batcher("k", [7], timeout=5) == [("k", 70)]  # the worker is free at once
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        batcher.close()

@@ -50,7 +50,9 @@ def test_translate_converts_and_passes_only_set_options():
         "model_version_label": None,
         "timeout": None,
         "return_alignment": False,
+        "alive": options["alive"],
     }
+    assert callable(options["alive"])  # the call context's is_active
     assert not response.translations[0].hypotheses[0].source_tokens  # not asked for
 
 

@@ -21,6 +21,7 @@ from servers import PAIRS, ROOT, Server, free_port, wait_for
 
 from serving.client import Client, ServingError
 from serving.v1 import seq2seq_pb2 as pb
+from serving.v1 import seq2seq_pb2_grpc as pb_grpc
 
 Code = grpc.StatusCode
 
@@ -500,6 +501,92 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(models):
     assert results[0][0].text == "I see the cat."
     assert code == 0
     assert any("draining" in line for line in srv.lines)
+
+
+def test_a_worst_case_request_past_its_deadline_frees_its_worker(server):
+    """Two worst-case requests (64 long texts, beam 16, n-best 16, 256 steps: one per
+    translation worker) with a 50 ms deadline stop at their next bounded model call, so a small
+    request right after their deadlines is answered at once. (Run as one call, as before
+    `batching.max_call_cost`, each kept its worker ~0.2 s longer with this tiny model; the
+    default model's took ~3.5 s.)"""
+    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    codes = []
+
+    def worst():
+        with Client(server.target, timeout=0.05, retries=0) as c:
+            try:
+                c.translate(texts, beam_size=16, n_best=16, max_length=256)
+                codes.append("OK")
+            except ServingError as err:
+                codes.append(err.code.name)
+
+    threads = [threading.Thread(target=worst) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.08)  # both deadlines have passed; both requests were taken by the workers
+    with Client(server.target, timeout=30) as c:
+        t0 = time.monotonic()
+        assert c.translate(["Veo el gato."], beam_size=1)[0].text == "I see the cat."
+        waited = time.monotonic() - t0
+    for t in threads:
+        t.join(timeout=60)
+    assert codes == ["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"]
+    assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
+
+
+def test_a_cancelled_clients_work_stops_and_frees_its_worker(server):
+    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    request = pb.TranslateRequest(texts=texts, beam_size=16, n_best=16, max_length=256)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.Seq2SeqServiceStub(channel)
+        calls = [stub.Translate.future(request, timeout=60) for _ in range(2)]
+        time.sleep(0.05)  # taken by both translation workers
+        for call in calls:
+            call.cancel()  # the clients go away
+        time.sleep(0.03)
+        with Client(server.target, timeout=30) as c:
+            t0 = time.monotonic()
+            assert c.translate(["Veo el gato."], beam_size=1)[0].text == "I see the cat."
+            waited = time.monotonic() - t0
+    assert all(call.cancelled() for call in calls)
+    assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
+
+
+def test_an_http_client_that_goes_away_frees_the_workers(models):
+    import json as json_
+    import socket
+
+    from servers import http_call
+
+    port = free_port()
+    srv = Server(models, "--http-port", str(port))
+    try:
+        texts = ["Veo el gato y el perro duerme. " * 40] * 64
+        body = json_.dumps({"texts": texts, "beam_size": 16, "n_best": 16, "max_length": 256})
+        head = "POST /v1/translate HTTP/1.1\r\nHost: localhost\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        socks = []
+        for _ in range(4):  # two run (one per translation worker), two wait in the queue
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall((head + body).encode())
+            socks.append(sock)
+        time.sleep(0.1)
+        for sock in socks:
+            sock.close()  # the clients go away
+        time.sleep(0.1)  # the server notices within 50 ms, the workers at their next call
+        t0 = time.monotonic()
+        status, answer, _ = http_call(
+            f"http://127.0.0.1:{port}",
+            "POST",
+            "/v1/translate",
+            {"texts": ["Veo el gato."], "beam_size": 1},
+        )
+        waited = time.monotonic() - t0
+        assert status == 200
+        assert answer["translations"][0]["hypotheses"][0]["text"] == "I see the cat."
+        assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
+    finally:
+        srv.stop()
 
 
 def test_a_second_signal_at_any_moment_exits_with_a_defined_code(models):

@@ -10,6 +10,11 @@ request runs alone), and gives each caller its own slice of the results, in orde
 
 Over `queue_capacity` queued items, `submit` raises `Overloaded` at once (→ RESOURCE_EXHAUSTED):
 a bounded queue keeps latency bounded and tells clients to back off, instead of growing memory.
+
+A request may say when it stops being wanted (`expired`: its deadline passed, or its client went
+away). Such a request is dropped before its batch runs, and a batch runs as model calls of at
+most `call_items(key)` items, with the expired requests dropped between calls: a worker is never
+kept on work nobody waits for longer than one bounded call.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
-from serving.server.errors import Overloaded
+from serving.server.errors import DeadlineExceeded, Overloaded
 
 
 def _default_threads() -> dict[str, int]:
@@ -36,12 +41,17 @@ class BatchingOptions:
     max_batch_size: int = 32  # most items (texts) in one model call
     max_wait_us: int = 2000  # longest wait for company after a request arrives, microseconds
     queue_capacity: int = 1024  # most items waiting; beyond it, requests are refused
+    # Most decoding work in one translation call, in hypothesis-steps (texts × beam × max
+    # length): a bigger batch runs as several calls, and a request whose deadline passes (or
+    # whose client goes away) is dropped between them. 8192: the default decoding (beam 5,
+    # 48 steps) fills a whole batch of 32; beam 16 × 256 steps runs 2 texts a call.
+    max_call_cost: int = 8192
     # Model calls at once (worker threads): one number for every batcher, or {batcher name:
     # number} (a name not listed gets 1). With server.tf_threads 1, each call uses one core.
     threads: int | dict[str, int] = field(default_factory=_default_threads)
 
     def __post_init__(self):
-        for name in ("max_batch_size", "queue_capacity"):
+        for name in ("max_batch_size", "queue_capacity", "max_call_cost"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(
                     f"batching.{name} must be an integer ≥ 1, got {getattr(self, name)!r}"
@@ -74,6 +84,7 @@ class _Request:
     items: Sequence
     future: Future
     arrived: float
+    expired: Callable[[], bool] | None = None
 
 
 class Batcher:
@@ -86,6 +97,8 @@ class Batcher:
         on_batch: optional callback(key, n_items, n_requests, seconds) after each model call.
         name: the batcher's name (the task, in the server): picks its entry of a per-name
             `options.threads` mapping, and names its threads.
+        call_items: optional key → the most items one model call may take (its cost bound);
+            a batch above it runs as several calls, expired requests dropped between them.
     """
 
     def __init__(
@@ -94,8 +107,10 @@ class Batcher:
         options: BatchingOptions | None = None,
         on_batch: Callable[[Hashable, int, int, float], None] | None = None,
         name: str = "default",
+        call_items: Callable[[Hashable], int] | None = None,
     ):
         self.run_batch = run_batch
+        self.call_items = call_items
         self.options = (options or BatchingOptions()).for_batcher(name)
         self.on_batch = on_batch
         self._queue: deque[_Request] = deque()
@@ -114,8 +129,11 @@ class Batcher:
         """Items waiting (not yet in a model call)."""
         return self._queued_items
 
-    def submit(self, key: Hashable, items: Sequence) -> Future:
-        """Queues `items` under `key`; the future's result is their results, in order."""
+    def submit(
+        self, key: Hashable, items: Sequence, expired: Callable[[], bool] | None = None
+    ) -> Future:
+        """Queues `items` under `key`; the future's result is their results, in order, or
+        DeadlineExceeded once `expired()` says nobody waits for them any more."""
         if not items:
             raise ValueError("submit needs at least one item")
         future: Future = Future()
@@ -128,7 +146,7 @@ class Batcher:
                     f"the request queue is full ({self._queued_items} texts waiting, capacity "
                     f"{cap}): retry after a short backoff"
                 )
-            self._queue.append(_Request(key, list(items), future, time.monotonic()))
+            self._queue.append(_Request(key, list(items), future, time.monotonic(), expired))
             self._queued_items += len(items)
             self._cond.notify_all()
         return future
@@ -196,6 +214,7 @@ class Batcher:
             if batch is None:
                 return
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            live = _drop_expired(live)
             if not live:
                 continue
             expect = sum(len(r.items) for r in live)
@@ -205,22 +224,58 @@ class Batcher:
                 free_since = time.monotonic()
 
     def _run(self, live: list[_Request]) -> None:
-        """One model call for `live` requests; each gets its slice of the results (or the error)."""
-        items = [x for r in live for x in r.items]
-        start = time.perf_counter()
-        try:
-            results = list(self.run_batch(live[0].key, items))
-            if len(results) != len(items):
-                raise RuntimeError(
-                    f"run_batch returned {len(results)} results for {len(items)} items"
-                )
-        except BaseException as err:  # every caller of the batch sees the failure
+        """Runs `live` requests as model calls of at most `call_items` items each, oldest first;
+        each request gets its results (or the error) once its last item is answered, and one
+        that expires between calls is dropped there."""
+        key = live[0].key
+        limit = max(1, self.call_items(key)) if self.call_items else None
+        done: dict[int, list] = {id(r): [] for r in live}
+        while live:
+            chunk: list[tuple[_Request, int, int]] = []  # (request, first item, item count)
+            room = limit if limit is not None else sum(len(r.items) for r in live)
             for r in live:
-                r.future.set_exception(err)
-            return
-        if self.on_batch is not None:
-            self.on_batch(live[0].key, len(items), len(live), time.perf_counter() - start)
-        start = 0
-        for r in live:
-            r.future.set_result(results[start : start + len(r.items)])
-            start += len(r.items)
+                start = len(done[id(r)])
+                take = min(len(r.items) - start, room)
+                if take > 0:
+                    chunk.append((r, start, take))
+                    room -= take
+                if room == 0:
+                    break
+            items = [x for r, start, n in chunk for x in r.items[start : start + n]]
+            began = time.perf_counter()
+            try:
+                results = list(self.run_batch(key, items))
+                if len(results) != len(items):
+                    raise RuntimeError(
+                        f"run_batch returned {len(results)} results for {len(items)} items"
+                    )
+            except BaseException as err:  # every caller of the batch sees the failure
+                for r in live:
+                    r.future.set_exception(err)
+                return
+            if self.on_batch is not None:
+                self.on_batch(key, len(items), len(chunk), time.perf_counter() - began)
+            at = 0
+            for r, _, n in chunk:
+                done[id(r)].extend(results[at : at + n])
+                at += n
+            still = []
+            for r in live:
+                if len(done[id(r)]) == len(r.items):
+                    r.future.set_result(done.pop(id(r)))
+                else:
+                    still.append(r)
+            live = _drop_expired(still)
+
+
+def _drop_expired(requests: list[_Request]) -> list[_Request]:
+    """The requests still wanted; the others get DeadlineExceeded now."""
+    kept = []
+    for r in requests:
+        if r.expired is not None and r.expired():
+            r.future.set_exception(
+                DeadlineExceeded("the deadline passed (or the client went away) before the answer")
+            )
+        else:
+            kept.append(r)
+    return kept

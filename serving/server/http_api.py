@@ -96,11 +96,14 @@ class _Context:
 
     def __init__(self, deadline: float | None = None):
         self._deadline = deadline
+        self.gone = threading.Event()  # set when the client disconnects
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
 
     def is_active(self) -> bool:
+        if self.gone.is_set():
+            return False
         return self._deadline is None or time.monotonic() < self._deadline
 
     def abort(self, code: grpc.StatusCode, details: str):
@@ -235,25 +238,42 @@ class HttpApi:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _call(self, method: str, message) -> JSONResponse:
+    async def _call(self, method: str, message, request: Request | None = None) -> JSONResponse:
         if self._active >= self._max_concurrent:
             raise ApiError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many calls at once (max_concurrent_rpcs {self._max_concurrent})",
             )
         self._active += 1  # only the event loop's thread touches it
+        context = _Context()
         try:
-            run = partial(getattr(self.servicer, method), message, _Context())
-            response = await anyio.to_thread.run_sync(run, limiter=self._limiter)
+            run = partial(getattr(self.servicer, method), message, context)
+            failure = None
+            async with anyio.create_task_group() as tasks:
+                if request is not None:  # a client that goes away stops its work (predictor)
+                    tasks.start_soon(self._watch_disconnect, request, context)
+                try:
+                    response = await anyio.to_thread.run_sync(run, limiter=self._limiter)
+                except Exception as err:  # raised below, outside the task group (no wrapping)
+                    failure = err
+                tasks.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
         finally:
             self._active -= 1
         return JSONResponse(to_json(response))
+
+    @staticmethod
+    async def _watch_disconnect(request: Request, context: _Context) -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(0.05)
+        context.gone.set()
 
     async def _rpc(self, method: str, message_type, request: Request) -> Response:
         try:
             self._check(request)
             message = parse_message(await self._read_body(request), message_type)
-            return await self._call(method, message)
+            return await self._call(method, message, request)
         except ApiError as err:
             return error_response(err)
 

@@ -16,6 +16,7 @@ import gc
 import logging
 import math
 import threading
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import NamedTuple
@@ -174,6 +175,7 @@ class Predictor:
                 self.batching,
                 on_batch=lambda key, n, r, sec, task=task: self.metrics.batch(task, n, r, sec),
                 name=task,
+                call_items=self._call_items,
             )
             self.metrics.track_queue(task, lambda b=batcher: b.queue_depth)
             self._batchers[task] = batcher
@@ -361,13 +363,37 @@ class Predictor:
         results = runner.run(texts, key.decoding, n_best, batch_size=None, alignment=key.alignment)
         return [hyps[:n] for hyps, (_, n) in zip(results, items, strict=True)]
 
-    def _batched(self, task: str, key: BatchKey, items: list, timeout: float | None) -> list:
-        future = self._batchers[task].submit(key, items)
+    def _call_items(self, key: BatchKey) -> int:
+        """The most texts one model call takes for `key`: a translation's cost grows with the
+        hypotheses and steps it may run (beam × max_length), and `batching.max_call_cost`
+        bounds one call's, so that an expired request frees its worker within one such call."""
+        if key.decoding is None:  # classification: one short pass per text
+            return self.batching.max_batch_size
+        per_text = key.decoding.beam_size * key.decoding.max_length
+        return max(1, self.batching.max_call_cost // per_text)
+
+    def _batched(
+        self, task: str, key: BatchKey, items: list, timeout: float | None, alive=None
+    ) -> list:
+        """The items' results from the batcher. Past `timeout`, or once `alive()` is false
+        (the client went away), the request is dropped: from the queue, or at the next model
+        call boundary if it is running, and DeadlineExceeded is raised."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def expired() -> bool:
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
+            return alive is not None and not alive()
+
+        future = self._batchers[task].submit(key, items, expired)
         try:
             return future.result(timeout)
         except FutureTimeout:
-            if not future.cancel():  # already running: let it finish before the model is let go
-                future.result()
+            if not future.cancel():  # running: it stops at its next call boundary
+                try:
+                    future.result()
+                except DeadlineExceeded:
+                    pass
             raise DeadlineExceeded(
                 f"the deadline passed before the model answered ({timeout:.3f} s left at arrival)"
             ) from None
@@ -383,6 +409,7 @@ class Predictor:
         timeout=None,
         return_alignment=False,
         model_version_label=None,
+        alive=None,
     ):
         """For each text, n_best hypotheses (seq2seq.inference.Hypothesis, with pieces and
         alignment when `return_alignment`); returns (results, version). The version is
@@ -428,17 +455,20 @@ class Predictor:
                 )
             key = BatchKey(served, decoding.canonical(), bool(return_alignment))
             items = [(text, n_best) for text in texts]
-            return self._batched("translate", key, items, timeout), served.model.version
+            results = self._batched("translate", key, items, timeout, alive)
+            return results, served.model.version
         finally:
             self._release(served)
 
-    def classify(self, texts, model_version=None, timeout=None, model_version_label=None):
+    def classify(
+        self, texts, model_version=None, timeout=None, model_version_label=None, alive=None
+    ):
         """For each text, (label, {label: probability}); returns (results, version)."""
         texts = _check_texts(texts, self.limits)
         served = self._acquire("classify", model_version, model_version_label)
         try:
             key = BatchKey(served, None, False)
-            return self._batched("classify", key, texts, timeout), served.model.version
+            return self._batched("classify", key, texts, timeout, alive), served.model.version
         finally:
             self._release(served)
 

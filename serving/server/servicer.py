@@ -93,6 +93,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             model_version_label=_optional(request, "model_version_label"),
             return_alignment=request.return_alignment,
             timeout=_time_left(context),
+            alive=context.is_active,
         )
         aligned = request.return_alignment
         return pb.TranslateResponse(
@@ -111,6 +112,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             model_version=_optional(request, "model_version"),
             model_version_label=_optional(request, "model_version_label"),
             timeout=_time_left(context),
+            alive=context.is_active,
         )
         return pb.ClassifyResponse(
             results=[

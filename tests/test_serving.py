@@ -503,7 +503,34 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(models):
     assert any("draining" in line for line in srv.lines)
 
 
-def test_a_worst_case_request_past_its_deadline_frees_its_worker(server):
+@pytest.fixture(scope="module")
+def roomy(models, tmp_path_factory):
+    """A server that admits the heaviest requests (no max_request_cost to speak of), with
+    HTTP on: for the deadline and cancellation tests, which need requests that run long."""
+    config = tmp_path_factory.mktemp("roomy") / "serving.yaml"
+    config.write_text("limits:\n  max_request_cost: 1000000000\n")
+    http_port = free_port()
+    srv = Server(models, "--config", str(config), "--http-port", str(http_port))
+    srv.http_port = http_port
+    yield srv
+    srv.stop()
+
+
+def test_a_request_over_max_request_cost_is_refused_naming_it(server):
+    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    with Client(server.target, timeout=30) as c:
+        assert c.metadata()["limits"]["max_request_cost"] == 4_000_000
+        with pytest.raises(ServingError) as err:
+            c.translate(texts, beam_size=16, max_length=256)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "is over max_request_cost 4,000,000" in err.value.details
+        assert "× beam_size 16 × max_length 256" in err.value.details
+        # the same texts at the default decoding, or a few of them, are within it
+        assert len(c.translate(texts[:4], beam_size=2, max_length=32)) == 4
+
+
+def test_a_worst_case_request_past_its_deadline_frees_its_worker(roomy):
+    server = roomy
     """Two worst-case requests (64 long texts, beam 16, n-best 16, 256 steps: one per
     translation worker) with a 50 ms deadline stop at their next bounded model call, so a small
     request right after their deadlines is answered at once. (Run as one call, as before
@@ -534,7 +561,8 @@ def test_a_worst_case_request_past_its_deadline_frees_its_worker(server):
     assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
 
 
-def test_a_cancelled_clients_work_stops_and_frees_its_worker(server):
+def test_a_cancelled_clients_work_stops_and_frees_its_worker(roomy):
+    server = roomy
     texts = ["Veo el gato y el perro duerme. " * 40] * 64
     request = pb.TranslateRequest(texts=texts, beam_size=16, n_best=16, max_length=256)
     with grpc.insecure_channel(server.target) as channel:
@@ -552,41 +580,37 @@ def test_a_cancelled_clients_work_stops_and_frees_its_worker(server):
     assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
 
 
-def test_an_http_client_that_goes_away_frees_the_workers(models):
+def test_an_http_client_that_goes_away_frees_the_workers(roomy):
     import json as json_
     import socket
 
     from servers import http_call
 
-    port = free_port()
-    srv = Server(models, "--http-port", str(port))
-    try:
-        texts = ["Veo el gato y el perro duerme. " * 40] * 64
-        body = json_.dumps({"texts": texts, "beam_size": 16, "n_best": 16, "max_length": 256})
-        head = "POST /v1/translate HTTP/1.1\r\nHost: localhost\r\n"
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        socks = []
-        for _ in range(4):  # two run (one per translation worker), two wait in the queue
-            sock = socket.create_connection(("127.0.0.1", port))
-            sock.sendall((head + body).encode())
-            socks.append(sock)
-        time.sleep(0.1)
-        for sock in socks:
-            sock.close()  # the clients go away
-        time.sleep(0.1)  # the server notices within 50 ms, the workers at their next call
-        t0 = time.monotonic()
-        status, answer, _ = http_call(
-            f"http://127.0.0.1:{port}",
-            "POST",
-            "/v1/translate",
-            {"texts": ["Veo el gato."], "beam_size": 1},
-        )
-        waited = time.monotonic() - t0
-        assert status == 200
-        assert answer["translations"][0]["hypotheses"][0]["text"] == "I see the cat."
-        assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
-    finally:
-        srv.stop()
+    port = roomy.http_port
+    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    body = json_.dumps({"texts": texts, "beam_size": 16, "n_best": 16, "max_length": 256})
+    head = "POST /v1/translate HTTP/1.1\r\nHost: localhost\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    socks = []
+    for _ in range(4):  # two run (one per translation worker), two wait in the queue
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall((head + body).encode())
+        socks.append(sock)
+    time.sleep(0.1)
+    for sock in socks:
+        sock.close()  # the clients go away
+    time.sleep(0.1)  # the server notices within 50 ms, the workers at their next call
+    t0 = time.monotonic()
+    status, answer, _ = http_call(
+        f"http://127.0.0.1:{port}",
+        "POST",
+        "/v1/translate",
+        {"texts": ["Veo el gato."], "beam_size": 1},
+    )
+    waited = time.monotonic() - t0
+    assert status == 200
+    assert answer["translations"][0]["hypotheses"][0]["text"] == "I see the cat."
+    assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
 
 
 def test_a_second_signal_at_any_moment_exits_with_a_defined_code(models):

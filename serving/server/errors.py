@@ -45,3 +45,7 @@ class Limits:
     max_beam_size: int = 16  # beam width
     max_n_best: int = 16  # hypotheses per text
     max_output_length: int = 256  # output tokens
+    # translation: Σ over texts of source pieces × beam × max_length, a request's decoding work
+    # (the default decoding of 64 texts of 15 pieces: 230,400; 64 × 200 pieces at beam 16 and
+    # 256 steps: 52 million, refused)
+    max_request_cost: int = 4_000_000

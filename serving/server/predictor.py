@@ -447,6 +447,18 @@ class Predictor:
                 raise InvalidRequest(
                     f"n_best must be in [1, beam_size {decoding.beam_size}], got {n_best}"
                 )
+            runner = served.model.runner
+            pieces = sum(
+                min(len(ids), runner.max_input_tokens) for ids in runner.source.encode_batch(texts)
+            )
+            cost = pieces * decoding.beam_size * decoding.max_length
+            if cost > lim.max_request_cost:
+                raise InvalidRequest(
+                    f"the request's decoding cost {cost:,} (source pieces {pieces:,} × beam_size "
+                    f"{decoding.beam_size} × max_length {decoding.max_length}) is over "
+                    f"max_request_cost {lim.max_request_cost:,}: send fewer or shorter texts, "
+                    f"or a smaller beam_size or max_length"
+                )
             if return_alignment and not served.model.runner.has_alignment:
                 raise NotSupported(
                     f"translate model version {served.model.version} has no attention, so it "

@@ -158,6 +158,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
                 max_beam_size=lim.max_beam_size,
                 max_n_best=lim.max_n_best,
                 max_output_length=lim.max_output_length,
+                max_request_cost=lim.max_request_cost,
             ),
         )
 

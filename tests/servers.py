@@ -50,10 +50,10 @@ def translate_overrides(root: Path) -> list[str]:
     ]
 
 
-def classify_overrides(root: Path) -> list[str]:
+def classify_overrides(root: Path, reviews=REVIEWS) -> list[str]:
     """The tiny classification run of the serving tests (its data file written under `root`)."""
     data = root / "reviews.tsv"
-    data.write_text("".join(f"{label}\t{text}\n" for label, text in REVIEWS))
+    data.write_text("".join(f"{label}\t{text}\n" for label, text in reviews))
     return [
         f"data.dir={root / 'prepared'}",
         f"train.run_dir={root / 'runs'}",

@@ -1,25 +1,13 @@
 """Two training workers on localhost under MultiWorkerMirroredStrategy keep identical weights."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 
 import pytest
+from workers import run_workers
 
 from seq2seq.config import load_config
 from seq2seq.data import prepare
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.mark.slow
@@ -38,34 +26,14 @@ def test_two_workers_train_in_lockstep(tmp_path):
         "train.checkpoint_every=3",
     ]
     prepare(load_config("translate", "tiny", overrides=common))
-    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = {
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "TF_CONFIG": json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            ),
-        }
+
+    def args_of(index):
         args = [sys.executable, "-m", "seq2seq", "train", "--preset", "tiny", "--no-progress"]
         for item in [*common, f"train.run_dir={tmp_path / f'runs{index}'}"]:
             args += ["--set", item]
-        procs.append(
-            subprocess.Popen(
-                args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    outputs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 0, err[-3000:]
-        outputs.append(json.loads(out[out.index("{") :]))
+        return args
+
+    outputs = [json.loads(out[out.index("{") :]) for out in run_workers(args_of)]
     assert [o["workers"] for o in outputs] == [2, 2]
     assert [o["steps"] for o in outputs] == [6, 6]
     assert outputs[0]["weights_digest"] == outputs[1]["weights_digest"]

@@ -4,9 +4,6 @@ stops at `train.max_bad_steps` such steps, with the step and the last good check
 
 import hashlib
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from workers import run_workers
 
 from seq2seq.config import TrainConfig
 from seq2seq.layers import SimpleRNN
@@ -82,49 +80,14 @@ def test_a_nan_batch_leaves_weights_and_optimizer_bit_identical():
     assert snapshot(model, optimizer) != before
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_skip_the_step_together_when_one_batch_is_nan():
     """Only worker 0's batch is poisoned; the all-reduced check makes both skip the update."""
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = {
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "TF_CONFIG": json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            ),
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(ROOT / "tests" / "nan_guard_worker.py")],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 0, err[-3000:]
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    script = [sys.executable, str(ROOT / "tests" / "nan_guard_worker.py")]
+    outs = [
+        json.loads(out.strip().splitlines()[-1])
+        for out in run_workers(lambda index: script, timeout=240, cwd=ROOT)
+    ]
     for o in outs:
         good, bad, after = o["losses"]
         assert np.isfinite(good) and np.isnan(bad) and np.isfinite(after)

@@ -291,14 +291,14 @@ CLIENT_WITHOUT_TF = textwrap.dedent(
 )
 
 
+def run_without_tf(script: str, target: str):
+    """`script` in a process where TensorFlow, Keras, numpy and the model side cannot load."""
+    blocked = ("tensorflow", "keras", "seq2seq", "sentencepiece", "numpy")
+    return run_blocked(script, target, cwd=ROOT, timeout=120, blocked=blocked)
+
+
 def test_client_works_with_tensorflow_blocked(server):
-    proc = run_blocked(
-        CLIENT_WITHOUT_TF,
-        server.target,
-        cwd=ROOT,
-        timeout=120,
-        blocked=("tensorflow", "keras", "seq2seq", "sentencepiece", "numpy"),
-    )
+    proc = run_without_tf(CLIENT_WITHOUT_TF, server.target)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["I see the dog.", "neg"]
 
@@ -317,13 +317,7 @@ CLI_WITHOUT_TF = textwrap.dedent(
 
 
 def test_cli_works_with_tensorflow_blocked(server):
-    proc = run_blocked(
-        CLI_WITHOUT_TF,
-        server.target,
-        cwd=ROOT,
-        timeout=120,
-        blocked=("tensorflow", "keras", "seq2seq", "sentencepiece", "numpy"),
-    )
+    proc = run_without_tf(CLI_WITHOUT_TF, server.target)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0] == "I see the dog."
     assert proc.stdout.splitlines()[1].startswith("neg\tneg=")

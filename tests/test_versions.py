@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from servers import REVIEWS, Server, wait_for
+from servers import REVIEWS, Server, classify_overrides, wait_for
 
 from seq2seq.config import load_config
 from seq2seq.data import prepare
@@ -24,19 +24,9 @@ EXPECTED = {1: "neg", 2: "pos", 4: "pos"}  # 2 learnt the labels the other way r
 def flipped(tmp_path_factory):
     """A tiny classifier trained with every label swapped: it calls "a bad film" pos."""
     root = tmp_path_factory.mktemp("flipped")
-    data = root / "reviews.tsv"
     swap = {"pos": "neg", "neg": "pos"}
-    data.write_text("".join(f"{swap[label]}\t{text}\n" for label, text in REVIEWS))
-    cfg = load_config(
-        "classify",
-        "tiny",
-        overrides=[
-            f"data.dir={root / 'prepared'}",
-            f"train.run_dir={root / 'runs'}",
-            f"data.data_file={data}",
-            "train.max_steps=150",
-        ],
-    )
+    reviews = [(swap[label], text) for label, text in REVIEWS]
+    cfg = load_config("classify", "tiny", overrides=classify_overrides(root, reviews))
     prepare(cfg)
     classification.run_training(cfg, progress=False)
     return classification.run_export(cfg, root / "models" / "classify")

@@ -28,7 +28,7 @@ C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve gpu-check serve serve-check screenshot clean data data-translate data-classify \
+.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve bench-hostile gpu-check serve serve-check screenshot clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos report
 
@@ -143,7 +143,7 @@ $(C_DATA): | $(STAMP)
 # One DATA_FILE cannot be both corpora: a model of your own file is trained and exported with
 # the task's targets, and then served by `make serve` (which picks up the newest version).
 ifneq ($(DATA_FILE)$(EXCLUDE),)
-ifneq ($(filter serve bench-serve,$(MAKECMDGOALS)),)
+ifneq ($(filter serve bench-serve bench-hostile,$(MAKECMDGOALS)),)
 $(error make serve and bench-serve train only the default corpora, so DATA_FILE/EXCLUDE do not \
 apply: run make train-classify, eval-classify and export-classify (or the -translate ones) with \
 DATA_FILE=, then make serve)
@@ -182,6 +182,10 @@ screenshot: | $(STAMP)  ## picture the page of a running make serve → docs/ima
 bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC (1/8/32 clients) and HTTP (1/32) vs in-process calls
 	@echo "==> benchmarking the server against in-process calls of the exported models (~4 min)"
 	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR) $(BENCH_ARGS)
+
+bench-hostile: $(T_MODEL) $(C_MODEL)  ## small-request p99 and server RSS under the heaviest admitted requests
+	@echo "==> 32 small clients alone, then beside 2 clients of the heaviest admitted requests (~90 s)"
+	$(BIN)/python -m serving.bench.hostile --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 bench-decode: $(T_MODEL)  ## greedy and beam-5 sentences/s at batch 1 and 32, in-process (MODELS=)
 	@echo "==> benchmarking decoding of the exported translator (~2 min)"

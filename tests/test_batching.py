@@ -260,3 +260,47 @@ def test_a_running_request_that_expires_stops_at_the_next_call_and_frees_the_wor
         assert time.monotonic() - t0 < 0.5
     finally:
         batcher.close()
+
+
+def test_costly_calls_leave_one_worker_for_the_cheap_requests():
+    gate = threading.Event()
+    started = []
+
+    def model(key, items):
+        started.append(key)
+        if key.startswith("heavy"):
+            gate.wait(10)  # a long, costly call
+        return [x * 10 for x in items]
+
+    # "heavy…": one item per call (a call cannot hold a full batch): costly. Two keys, as two
+    # clients asking for different decodings, so that two workers could take one each.
+    batcher = Batcher(
+        model,
+        BatchingOptions(threads=2, max_wait_us=0),
+        call_items=lambda key: 1 if key.startswith("heavy") else 32,
+    )
+    try:
+        a = batcher.submit("heavy-a", [1, 2])
+        b = batcher.submit("heavy-b", [3])
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        assert batcher("light", [5], timeout=2) == [50]  # answered while a costly call runs
+        assert time.monotonic() - t0 < 0.5
+        assert started == ["heavy-a", "light"]  # the second costly request waits for the first
+        gate.set()
+        assert a.result(5) == [10, 20] and b.result(5) == [30]
+    finally:
+        gate.set()
+        batcher.close()
+
+
+def test_with_one_worker_costly_requests_still_run():
+    batcher = Batcher(
+        lambda key, items: items, BatchingOptions(threads=1, max_wait_us=0), call_items=lambda k: 1
+    )
+    try:
+        futures = [batcher.submit("heavy", [i, i + 1]) for i in range(3)]
+        assert [f.result(5) for f in futures] == [[0, 1], [1, 2], [2, 3]]
+        assert batcher("light", [9], timeout=5) == [9]
+    finally:
+        batcher.close()

@@ -7,9 +7,11 @@ gRPC or the HTTP/JSON API.
 
 Each client is a thread with its own channel (or keep-alive HTTP connection), sending the texts
 of the file in turn (each client from a different offset), `--texts-per-request` at a time,
-greedy decoding. After a warm-up, it counts answered texts and per-request latencies for
-`--seconds`, then prints one JSON line: protocol, clients, texts_per_request, seconds, requests,
-sentences_per_s, p50_ms, p90_ms, p99_ms, errors (status → count). Needs only grpcio and
+greedy decoding (or `--beam-size`, `--n-best`, `--max-length`), each request with a deadline
+of `--deadline-ms` (gRPC; HTTP: the socket timeout). After a warm-up, it counts answered texts
+and per-request latencies for `--seconds`, then prints one JSON line: protocol, clients,
+texts_per_request, seconds, requests, sentences_per_s, p50_ms, p90_ms, p99_ms, errors (status →
+count). Needs only grpcio and
 protobuf (it uses serving.client) and the standard library, so it can run on another machine
 than the server.
 """
@@ -42,7 +44,9 @@ class CallError(Exception):
 class HttpCaller:
     """Calls POST /v1/<task> of the HTTP/JSON API over one keep-alive connection."""
 
-    def __init__(self, base_url: str, task: str, token=None, tls_ca=None, timeout=60):
+    def __init__(
+        self, base_url: str, task: str, token=None, tls_ca=None, timeout=60, decoding=None
+    ):
         url = urllib.parse.urlsplit(base_url)
         if url.scheme == "https":
             tls = ssl.create_default_context(cafile=tls_ca)
@@ -53,6 +57,7 @@ class HttpCaller:
             self._connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
         self._path = f"/v1/{task}"
         self._task = task
+        self._decoding = {"beam_size": 1, **(decoding or {})}  # greedy unless told
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -60,11 +65,14 @@ class HttpCaller:
     def __call__(self, texts: list[str]) -> dict:
         body = {"texts": texts}
         if self._task == "translate":
-            body["beam_size"] = 1  # greedy, as the gRPC clients ask
+            body.update(self._decoding)
         try:
             self._connection.request("POST", self._path, json.dumps(body), self._headers)
             response = self._connection.getresponse()
             data = response.read()
+        except TimeoutError:
+            self._connection.close()
+            raise CallError("DEADLINE_EXCEEDED", "no answer within the timeout") from None
         except (OSError, http.client.HTTPException) as err:
             self._connection.close()  # reconnects on the next request
             raise CallError(f"CONNECTION ({type(err).__name__})") from None
@@ -82,10 +90,19 @@ class HttpCaller:
 
 
 @contextlib.contextmanager
-def connect(target: str, task: str, **client_options):
-    """A function texts → answer for `target` (host:port for gRPC, http(s)://… for HTTP)."""
+def connect(target: str, task: str, decoding: dict | None = None, **client_options):
+    """A function texts → answer for `target` (host:port for gRPC, http(s)://… for HTTP).
+    `decoding`: translation options (beam_size, n_best, max_length); default greedy."""
+    decoding = {"beam_size": 1, **(decoding or {})}
     if target.startswith(("http://", "https://")):
-        caller = HttpCaller(target, task, client_options.get("token"), client_options.get("tls_ca"))
+        caller = HttpCaller(
+            target,
+            task,
+            client_options.get("token"),
+            client_options.get("tls_ca"),
+            client_options.get("timeout") or 60,
+            decoding,
+        )
         try:
             yield caller
         finally:
@@ -95,8 +112,8 @@ def connect(target: str, task: str, **client_options):
 
         def call(texts):
             try:
-                if task == "translate":  # greedy, as the in-process anchor of `serving.bench`
-                    return c.translate(texts, beam_size=1)
+                if task == "translate":  # greedy unless told: as the anchor of `serving.bench`
+                    return c.translate(texts, **decoding)
                 return c.classify(texts)
             except ServingError as err:
                 raise CallError(err.code.name, err.details) from None
@@ -120,9 +137,11 @@ def run_load(
     task: str = "translate",
     warmup: float = 1.0,
     texts_per_request: int = 1,
+    decoding: dict | None = None,
     **client_options,
 ) -> dict:
-    """Runs the load; returns the summary dict printed by the CLI."""
+    """Runs the load; returns the summary dict printed by the CLI. `client_options` go to
+    serving.client.Client (`timeout`: each request's deadline in seconds)."""
     if not texts:
         raise ValueError("no texts to send")
     if texts_per_request < 1:
@@ -137,9 +156,14 @@ def run_load(
     failed: list[str] = []  # why a client could not start
 
     def client(i: int) -> None:
-        with connect(target, task, **client_options) as call:
+        with connect(target, task, decoding, **client_options) as call:
             try:
                 call([texts[i % len(texts)]])  # connect before the clock starts
+            except CallError as err:
+                if err.code != "DEADLINE_EXCEEDED":  # (heavy requests may not fit their deadline)
+                    failed.append(f"client {i}'s first request failed: {err}")
+                    ready.abort()
+                    return
             except Exception as err:  # reported by the caller, not lost in this thread
                 failed.append(f"client {i}'s first request failed: {err}")
                 ready.abort()  # the others (and the caller) stop waiting
@@ -205,6 +229,12 @@ def main(argv=None) -> int:
     p.add_argument("--task", choices=["translate", "classify"], default="translate")
     p.add_argument("--texts-file", required=True, help="one text per line")
     p.add_argument("--texts-per-request", type=int, default=1)
+    p.add_argument("--beam-size", type=int, default=1, help="translation beam (1: greedy)")
+    p.add_argument("--n-best", type=int, default=1, help="translation hypotheses per text")
+    p.add_argument("--max-length", type=int, default=None, help="translation output tokens")
+    p.add_argument(
+        "--deadline-ms", type=float, default=60000, help="each request's deadline, milliseconds"
+    )
     p.add_argument("--token", default=None)
     p.add_argument("--tls-ca", default=None)
     args = p.parse_args(argv)
@@ -212,6 +242,11 @@ def main(argv=None) -> int:
         p.error("--clients and --texts-per-request must be ≥ 1 and --seconds > 0")
     if not args.warmup >= 0:
         p.error(f"--warmup must be ≥ 0 seconds, got {args.warmup}")
+    if not args.deadline_ms > 0:
+        p.error(f"--deadline-ms must be > 0, got {args.deadline_ms}")
+    decoding = {"beam_size": args.beam_size, "n_best": args.n_best}
+    if args.max_length is not None:
+        decoding["max_length"] = args.max_length
     try:
         with open(args.texts_file, encoding="utf-8") as f:
             texts = [line.strip() for line in f if line.strip()]
@@ -228,7 +263,8 @@ def main(argv=None) -> int:
             args.task,
             args.warmup,
             args.texts_per_request,
-            timeout=60,
+            decoding,
+            timeout=args.deadline_ms / 1000,
             token=args.token,
             tls_ca=args.tls_ca,
         )

@@ -172,12 +172,13 @@ def _threads_flag(threads: int | dict[str, int]) -> str:
     return str(threads)
 
 
-class _Server:
-    """A server in a child process, `python <module_args> --port <free port>`, until stop()."""
+class Server:
+    """A server in a child process, `python <module_args> --port <free port>`, until stop();
+    `env` is added to this process's environment for it."""
 
-    def __init__(self, module_args: list[str]):
+    def __init__(self, module_args: list[str], env: dict | None = None):
         self.port = _free_port()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
         command = [*module_args, "--port", str(self.port)]
         self.proc = subprocess.Popen(
             [sys.executable, *command],
@@ -253,6 +254,8 @@ def main(argv=None) -> int:
         serve_null(args.port)
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not ServerSection().onednn:  # the anchor runs TensorFlow as the server does
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     tasks = [t for t in args.tasks.split(",") if t]
     if not tasks or not set(tasks) <= {"translate", "classify"} or len(set(tasks)) < len(tasks):
         p.error(f"--tasks must list translate and/or classify once each, got {args.tasks!r}")
@@ -324,7 +327,7 @@ def main(argv=None) -> int:
     for task in tasks:
         anchor(task, "before")
     http_port = _free_port()
-    server = _Server(
+    server = Server(
         ["-m", "serving", "--model-dir", str(model_dir), "--poll-seconds", "0",
          "--http-port", str(http_port),
          "--max-batch-size", str(args.max_batch_size), "--max-wait-us", str(args.max_wait_us),
@@ -353,7 +356,7 @@ def main(argv=None) -> int:
         server.stop()
 
     # (c) the rpc path alone, at the largest client count: the ceiling of the ratio.
-    null = _Server(["-m", "serving.bench", "--null-server"])
+    null = Server(["-m", "serving.bench", "--null-server"])
     try:
         for task in tasks:
             c = _load(null.port, max(clients), task, texts_paths[task], args.seconds, k)

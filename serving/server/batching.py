@@ -15,6 +15,12 @@ A request may say when it stops being wanted (`expired`: its deadline passed, or
 away). Such a request is dropped before its batch runs, and a batch runs as model calls of at
 most `call_items(key)` items, with the expired requests dropped between calls: a worker is never
 kept on work nobody waits for longer than one bounded call.
+
+A key whose model call cannot hold a full batch (`call_items(key) < max_batch_size`: a wide beam,
+a long max_length) is *costly*. Costly batches run on at most `threads - 1` workers at once
+(at least one), so that with two or more workers one is always left for the cheap requests: a
+few clients sending the heaviest requests the server admits cannot hold every worker while the
+many small requests behind them wait.
 """
 
 from __future__ import annotations
@@ -115,6 +121,8 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: deque[_Request] = deque()
         self._queued_items = 0
+        self._costly_running = 0  # workers on a costly batch now
+        self._costly_limit = max(1, self.options.threads - 1)
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [
@@ -165,8 +173,22 @@ class Batcher:
 
     # --- worker side ---------------------------------------------------------------------------
 
-    def _take(self, free_since: float, expect: int) -> list[_Request] | None:
-        """Blocks until a batch is due; removes and returns its requests (None: closed).
+    def _costly(self, key: Hashable) -> bool:
+        """Whether one model call for `key` holds fewer than a full batch of items."""
+        return self.call_items is not None and self.call_items(key) < self.options.max_batch_size
+
+    def _oldest_takeable(self) -> _Request | None:
+        """The oldest queued request this worker may take: a costly one only while fewer than
+        `_costly_limit` workers run costly batches."""
+        busy = self._costly_running >= self._costly_limit
+        for r in self._queue:
+            if not (busy and self._costly(r.key)):
+                return r
+        return None
+
+    def _take(self, free_since: float, expect: int) -> tuple[list[_Request], bool] | None:
+        """Blocks until a batch is due; removes and returns its requests and whether it is
+        costly (None: closed and nothing left).
 
         A batch is due when `expect` items with its key are queued (the size of this worker's
         previous batch: under a steady load, the callers it just answered come back), when it
@@ -180,20 +202,19 @@ class Batcher:
         enough = min(expect or opts.max_batch_size, opts.max_batch_size)
         with self._cond:
             while True:
-                while not self._queue:
-                    if self._closed:
+                while (first := self._oldest_takeable()) is None:
+                    if self._closed and not self._queue:
                         return None
-                    self._cond.wait()
-                first = self._queue[0]
+                    self._cond.wait()  # for a request, or for a costly batch to finish
                 deadline = max(first.arrived, free_since) + opts.max_wait_us / 1e6
-                while not self._closed and self._queue and self._queue[0] is first:
+                while not self._closed and self._oldest_takeable() is first:
                     same = sum(len(r.items) for r in self._queue if r.key == first.key)
                     left = deadline - time.monotonic()
                     if same >= enough or left <= 0:
                         break
                     self._cond.wait(left)
-                if self._queue and self._queue[0] is first:
-                    break  # else another worker took it: start over
+                if self._oldest_takeable() is first:
+                    break  # else another worker took it (or a costlier one came first): again
             # The oldest request always goes; others with its key join while they fit.
             batch, size, rest = [], 0, deque()
             for r in self._queue:
@@ -205,23 +226,30 @@ class Batcher:
                     rest.append(r)
             self._queue = rest
             self._queued_items -= size
-            return batch
+            costly = self._costly(first.key)
+            self._costly_running += costly
+            return batch, costly
 
     def _work(self) -> None:
         free_since, expect = 0.0, 0
         while True:
-            batch = self._take(free_since, expect)
-            if batch is None:
+            taken = self._take(free_since, expect)
+            if taken is None:
                 return
-            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-            live = _drop_expired(live)
-            if not live:
-                continue
-            expect = sum(len(r.items) for r in live)
+            batch, costly = taken
             try:
+                live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+                live = _drop_expired(live)
+                if not live:
+                    continue
+                expect = sum(len(r.items) for r in live)
                 self._run(live)
-            finally:
                 free_since = time.monotonic()
+            finally:
+                if costly:
+                    with self._cond:
+                        self._costly_running -= 1
+                        self._cond.notify_all()
 
     def _run(self, live: list[_Request]) -> None:
         """Runs `live` requests as model calls of at most `call_items` items each, oldest first;

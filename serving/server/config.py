@@ -24,6 +24,13 @@ class ServerSection:
     device: str = "cpu"  # cpu | gpu (gpu: fail at start when TensorFlow sees none)
     tf_threads: int = 1  # TensorFlow threads inside one model call (0: TensorFlow's default)
     grace_seconds: float = 30.0  # on SIGTERM/SIGINT, time given to in-flight rpcs
+    # resident memory (MiB) over which new requests are refused with RESOURCE_EXHAUSTED;
+    # 0: auto (1.5 × the RSS with the models loaded), -1: none (serving.server.memory)
+    memory_budget_mib: int = 0
+    # TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS): off, since their primitive cache
+    # grows the RSS with every new batch shape (+230 MiB under load, never given back) for no
+    # measured speed on these models; the environment's TF_ENABLE_ONEDNN_OPTS, if set, wins
+    onednn: bool = False
 
 
 @dataclass
@@ -81,6 +88,11 @@ class ServingConfig:
             )
         if s.device not in ("cpu", "gpu"):
             raise ValueError(f"server.device must be cpu or gpu, got {s.device!r}")
+        if s.memory_budget_mib < -1:
+            raise ValueError(
+                "server.memory_budget_mib must be -1 (none), 0 (auto: 1.5 × the RSS once the "
+                f"models are loaded) or a number of MiB, got {s.memory_budget_mib}"
+            )
         if s.grace_seconds < 0 or self.models.poll_seconds < 0:
             raise ValueError("server.grace_seconds and models.poll_seconds must be ≥ 0")
         threads = self.batching.threads

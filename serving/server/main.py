@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving.server import config as serving_config
+from serving.server.memory import MemoryBudget
 from serving.server.ports import bind
 from serving.server.security import TokenAuth, read_token, server_credentials
 from serving.server.servicer import Seq2SeqServicer, add_to_server
@@ -56,8 +57,10 @@ def build_server(
     *,
     token: str | None = None,
     metrics=None,
+    memory=None,
 ):
-    """Returns (server, bound port, health servicer); the server is not started."""
+    """Returns (server, bound port, health servicer); the server is not started. `memory`: a
+    MemoryBudget whose check admits each request for a model."""
     interceptors = []
     if metrics is not None:
         interceptors.append(metrics.interceptor())  # outermost: it sees auth failures too
@@ -70,7 +73,7 @@ def build_server(
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
     )
-    add_to_server(Seq2SeqServicer(predictor), server)
+    add_to_server(Seq2SeqServicer(predictor, memory), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -222,6 +225,7 @@ def serve(
     metrics = Metrics() if cfg.metrics.port >= 0 else None
     http = start_http(cfg, token, metrics) if cfg.http.port >= 0 else None
     watcher = ConfigWatcher(config_path, overrides or {}, cfg)
+    memory = MemoryBudget(cfg.server.memory_budget_mib)
     try:
         predictor = Predictor(
             cfg.models.model_dir,
@@ -232,9 +236,22 @@ def serve(
             policies=cfg.models.policies(),
             labels=cfg.models.version_labels(),
             on_poll=watcher,
+            on_loaded=memory.loaded,
         )
     except ValueError as err:  # a label pointing at a version that is not served
         raise SystemExit(f"error: {err}") from None
+    memory.start(models_loaded=bool(predictor.models))
+    if memory.over():
+        raise SystemExit(
+            f"error: the server's memory is {memory.rss_mib:,.0f} MiB once its models are loaded, "
+            f"over server.memory_budget_mib {memory.budget_mib:,}: raise it (or 0: auto, "
+            f"1.5 × the loaded size; -1: none)"
+        )
+    log.info(
+        "memory: %.0f MiB with the models loaded; budget %s",
+        memory.rss_mib,
+        f"{memory.budget_mib} MiB" if memory.budget_mib else "none",
+    )
     watcher.predictor = predictor
     if not predictor.models:
         where = Path(cfg.models.model_dir)
@@ -246,9 +263,11 @@ def serve(
             if cfg.models.poll_seconds > 0
             else "(poll_seconds 0: the folder is not looked at again; restart after exporting)",
         )
-    server, bound, health_servicer = build_server(predictor, cfg, token=token, metrics=metrics)
+    server, bound, health_servicer = build_server(
+        predictor, cfg, token=token, metrics=metrics, memory=memory
+    )
     if http is not None:
-        http[0].serve(Seq2SeqServicer(predictor))
+        http[0].serve(Seq2SeqServicer(predictor, memory))
     metrics_port = None
     if metrics is not None:
         try:
@@ -292,6 +311,7 @@ def serve(
         time.sleep(0.2)  # sleeping, not a lock wait: signal handlers run on this thread
     log.info("signal %s", signals[0])
     drain(server, health_servicer, predictor, metrics, cfg.server.grace_seconds, http)
+    memory.stop()
     print("seq2seq server stopped", flush=True)
     return 0
 
@@ -313,6 +333,11 @@ FLAGS = {
         "model calls at once: N for every task, or translate=2,classify=1 (the default)",
     ),
     "--tf-threads": ("server.tf_threads", int, "TensorFlow threads per model call (1; 0 default)"),
+    "--memory-budget-mib": (
+        "server.memory_budget_mib",
+        int,
+        "refuse requests while RSS is over this (0 auto: 1.5 × loaded; -1 none)",
+    ),
     "--tls-cert": ("security.tls_cert", str, "PEM certificate: serve TLS"),
     "--tls-key": ("security.tls_key", str, "PEM private key"),
     "--token-file": ("security.token_file", str, "require this bearer token (or SEQ2SEQ_TOKEN)"),
@@ -349,6 +374,8 @@ def main(argv=None) -> int:
         token = os.environ["SEQ2SEQ_TOKEN"].strip()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not cfg.server.onednn:  # before TensorFlow is imported: see ServerSection.onednn
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if args.check:  # `make serve` runs this before it spends time on data and training
         check_settings(cfg)
         check_port(cfg.server.host, cfg.server.port)

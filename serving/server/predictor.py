@@ -138,6 +138,7 @@ class Predictor:
             is not served (see `set_versions`).
         on_poll: called (no arguments) at every poll before the repository is looked at; the
             server re-reads its config file there.
+        on_loaded: called (no arguments) after a version was loaded and warmed up.
     """
 
     def __init__(
@@ -150,6 +151,7 @@ class Predictor:
         policies: dict[str, VersionPolicy] | None = None,
         labels: dict[str, dict[str, int]] | None = None,
         on_poll=None,
+        on_loaded=None,
     ):
         self.model_dir = Path(model_dir)
         self.limits = limits or Limits()
@@ -163,6 +165,7 @@ class Predictor:
         self._pending: dict[tuple[str, int], tuple] = {}  # (task, version) → signature seen once
         self._failed: dict[tuple[str, int], tuple] = {}  # (task, version) → signature that failed
         self._on_poll = on_poll
+        self._on_loaded = on_loaded
         for task in TASKS:
             self.refresh(task, wait_until_stable=False)
         labels = {task: {} for task in TASKS} | (labels or {})
@@ -288,6 +291,8 @@ class Predictor:
         log.info("%s: now serving version %d", task, version)
         self.metrics.model_loaded(task, version)
         self.metrics.reload(task, ok=True)
+        if self._on_loaded is not None:
+            self._on_loaded()
         return True
 
     def _watch(self, poll_seconds: float) -> None:

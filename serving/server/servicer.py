@@ -65,13 +65,18 @@ def _time_left(context) -> float | None:
 class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
     """Adapts `predictor` (see serving.server.predictor.Predictor) to the Seq2SeqService rpcs."""
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, memory=None):
         self.predictor = predictor
+        self.memory = memory  # a serving.server.memory.MemoryBudget, or None
 
-    def _call(self, context, fn, *args, **kwargs):
+    def _call(self, context, fn, *args, admit=False, **kwargs):
+        """fn(*args, **kwargs), its errors as status codes; `admit`: a request for the model,
+        refused (RESOURCE_EXHAUSTED) while the server is over its memory budget."""
         if not context.is_active():
             context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled or timed out")
         try:
+            if admit and self.memory is not None:
+                self.memory.check()
             return fn(*args, **kwargs)
         except Exception as err:  # mapped below; anything else is a server bug
             for kind, code in STATUS_OF:
@@ -85,6 +90,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             context,
             self.predictor.translate,
             list(request.texts),
+            admit=True,
             beam_size=_optional(request, "beam_size"),
             n_best=_optional(request, "n_best"),
             max_length=_optional(request, "max_length"),
@@ -109,6 +115,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
             context,
             self.predictor.classify,
             list(request.texts),
+            admit=True,
             model_version=_optional(request, "model_version"),
             model_version_label=_optional(request, "model_version_label"),
             timeout=_time_left(context),
@@ -159,6 +166,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
                 max_n_best=lim.max_n_best,
                 max_output_length=lim.max_output_length,
                 max_request_cost=lim.max_request_cost,
+                memory_budget_mib=self.memory.budget_mib if self.memory is not None else 0,
             ),
         )
 

@@ -154,20 +154,22 @@ class ModelMetadata(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ..., default_beam_size: _Optional[int] = ..., default_max_length: _Optional[int] = ..., default_length_penalty: _Optional[float] = ..., version_labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_texts", "max_text_chars", "max_beam_size", "max_n_best", "max_output_length", "max_request_cost")
+    __slots__ = ("max_texts", "max_text_chars", "max_beam_size", "max_n_best", "max_output_length", "max_request_cost", "memory_budget_mib")
     MAX_TEXTS_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_N_BEST_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_COST_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_MIB_FIELD_NUMBER: _ClassVar[int]
     max_texts: int
     max_text_chars: int
     max_beam_size: int
     max_n_best: int
     max_output_length: int
     max_request_cost: int
-    def __init__(self, max_texts: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_beam_size: _Optional[int] = ..., max_n_best: _Optional[int] = ..., max_output_length: _Optional[int] = ..., max_request_cost: _Optional[int] = ...) -> None: ...
+    memory_budget_mib: int
+    def __init__(self, max_texts: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_beam_size: _Optional[int] = ..., max_n_best: _Optional[int] = ..., max_output_length: _Optional[int] = ..., max_request_cost: _Optional[int] = ..., memory_budget_mib: _Optional[int] = ...) -> None: ...
 
 class GetModelMetadataResponse(_message.Message):
     __slots__ = ("models", "limits")

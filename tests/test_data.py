@@ -261,6 +261,10 @@ def test_tokenizer_round_trip_and_special_ids(tmp_path):
         assert tok.decode([SOS, *ids, EOS, 7, 8]) == s  # stops at EOS, drops specials
     tok.save(tmp_path / "t.spm")
     assert Tokenizer.load(tmp_path / "t.spm").encode("Veo el gato.") == tok.encode("Veo el gato.")
+    # a few texts are encoded one by one, many by SentencePiece's pool: the same ids either way
+    for n in (1, 3, 300):
+        texts = [sentences[i % len(sentences)] for i in range(n)]
+        assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
 
 
 def test_teacher_forcing_batches_shapes_and_masks():

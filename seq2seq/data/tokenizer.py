@@ -98,6 +98,11 @@ class Tokenizer:
         return self.sp.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        # SentencePiece's list encoding goes through a thread pool that costs ~60-80 µs per
+        # call, where one short text encodes in ~2.5 µs: below a few hundred texts (every
+        # served request and batch) one call per text is faster; above, the pool wins.
+        if len(texts) < 128:
+            return [self.sp.encode(t) for t in texts]
         return self.sp.encode(texts)
 
     def pieces(self, ids: Iterable[int]) -> list[str]:

@@ -525,9 +525,10 @@ def test_a_request_over_max_request_cost_is_refused_naming_it(server):
 
 def test_a_worst_case_request_past_its_deadline_frees_its_worker(roomy):
     server = roomy
-    """Two worst-case requests (64 long texts, beam 16, n-best 16, 256 steps: one per
-    translation worker) with a 50 ms deadline stop at their next bounded model call, so a small
-    request right after their deadlines is answered at once. (Run as one call, as before
+    """Two worst-case requests (64 long texts, beam 16, n-best 16, 256 steps) with a 50 ms
+    deadline are dropped at their next bounded model call (or from the queue: costly calls hold
+    one of the two translation workers at most), so a small request right after their
+    deadlines is answered at once. (Run as one call, as before
     `batching.max_call_cost`, each kept its worker ~0.2 s longer with this tiny model; the
     default model's took ~3.5 s.)"""
     texts = ["Veo el gato y el perro duerme. " * 40] * 64

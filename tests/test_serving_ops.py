@@ -183,6 +183,18 @@ def test_malformed_bytes_are_invalid_argument_after_auth_and_never_a_traceback(s
     assert new.count("malformed") <= 1  # one line per 10 s at most, however many arrive
 
 
+def test_the_bearer_scheme_ignores_case_and_two_authorization_headers_are_refused(secure):
+    creds = grpc.ssl_channel_credentials(secure.pki["ca.pem"].read_bytes())
+    request = pb.ClassifyRequest(texts=["a good film 1"]).SerializeToString()
+    with grpc.secure_channel(secure.target, creds) as ch:
+        for scheme in ("bearer", "BEARER", "Bearer"):  # RFC 6750 / RFC 9110
+            meta = (("authorization", f"{scheme} {TOKEN}"),)
+            assert raw_call(ch, "Classify", request, meta) == (Code.OK, ""), scheme
+        twice = (("authorization", f"Bearer {TOKEN}"), ("authorization", f"Bearer {TOKEN}"))
+        code, details = raw_call(ch, "Classify", request, twice)
+        assert code == Code.UNAUTHENTICATED and "authorization" in details, details
+
+
 def test_health_is_open_but_reflection_needs_the_token(secure):
     creds = grpc.ssl_channel_credentials(secure.pki["ca.pem"].read_bytes())
     with grpc.secure_channel(secure.target, creds) as ch:

@@ -62,6 +62,16 @@ def classify_overrides(root: Path, reviews=REVIEWS) -> list[str]:
     ]
 
 
+def same_numerics_config(root: Path) -> list[str]:
+    """Server flags for bit-equal answers with this process: oneDNN as TensorFlow has it here.
+    The server turns oneDNN off by default (`server.onednn`), whose kernels round differently
+    in the last bits (scores and attention weights ~1e-6 apart), so tests that compare the
+    server's numbers with in-process ones bit for bit ask for TensorFlow's default."""
+    path = root / "same-numerics.yaml"
+    path.write_text("server:\n  onednn: true\n")
+    return ["--config", str(path)]
+
+
 def export_models(root: Path, tasks=("translate", "classify")) -> Path:
     """Trains the tiny runs under `root` and exports them as version 1 into `root`/models."""
     models = root / "models"

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 from fresh import run_blocked
-from servers import PAIRS, Server, translate_overrides
+from servers import PAIRS, Server, same_numerics_config, translate_overrides
 
 from seq2seq import export_format as fmt
 from seq2seq.__main__ import main
@@ -160,7 +160,10 @@ def test_alignment_survives_export_in_a_process_without_project_code(luong):
 def test_alignment_over_grpc_the_client_and_both_clis(luong, models, capsys):
     translator, export = luong
     want = translator.translate(SOURCES[:2], beam_size=2, n_best=2, alignment=True)
-    with Server(models) as srv, Client(srv.target, timeout=60) as client:
+    with (
+        Server(models, *same_numerics_config(models.parent)) as srv,
+        Client(srv.target, timeout=60) as client,
+    ):
         got = client.translate(SOURCES[:2], beam_size=2, n_best=2, return_alignment=True)
         for w_hyps, g in zip(want, got, strict=True):
             for w, h in zip(w_hyps, g.hypotheses, strict=True):

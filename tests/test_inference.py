@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from servers import PAIRS, Server, classify_overrides, translate_overrides
+from servers import PAIRS, Server, classify_overrides, same_numerics_config, translate_overrides
 
 from seq2seq import export_format as fmt
 from seq2seq.__main__ import main
@@ -22,7 +22,7 @@ TEXTS = ["a good film 3", "a bad film 7", "a good bad film", "  a   film 99 "]
 
 @pytest.fixture(scope="module")
 def server(models):
-    srv = Server(models)
+    srv = Server(models, *same_numerics_config(models.parent))
     yield srv
     srv.stop()
 

@@ -29,7 +29,8 @@ class ServerSection:
     memory_budget_mib: int = 0
     # TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS): off, since their primitive cache
     # grows the RSS with every new batch shape (+230 MiB under load, never given back) for no
-    # measured speed on these models; the environment's TF_ENABLE_ONEDNN_OPTS, if set, wins
+    # measured speed on these models; it rounds differently in the last bits (scores ~1e-6
+    # from a process with oneDNN; true: bit-equal); TF_ENABLE_ONEDNN_OPTS, if set, wins
     onednn: bool = False
 
 

@@ -27,8 +27,8 @@ class ServerSection:
     # resident memory (MiB) over which new requests are refused with RESOURCE_EXHAUSTED;
     # 0: auto (1.5 × the RSS with the models loaded), -1: none (serving.server.memory)
     memory_budget_mib: int = 0
-    # TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS): off, since their primitive cache
-    # grows the RSS with every new batch shape (+230 MiB under load, never given back) for no
+    # TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS): off, since with them the RSS
+    # grows with every new batch shape (+230 MiB under load, never given back) for no
     # measured speed on these models; it rounds differently in the last bits (scores ~1e-6
     # from a process with oneDNN; true: bit-equal); TF_ENABLE_ONEDNN_OPTS, if set, wins
     onednn: bool = False

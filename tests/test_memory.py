@@ -30,8 +30,13 @@ class FakeRss:
         return int(self.mib * MiB)
 
 
-def settle(budget):
-    time.sleep(0.08)  # a few samples at every=0.01
+def sampled(budget, over: bool):
+    """`budget` once its sampler has seen the new RSS (over the budget or not). The first
+    crossing also runs a garbage collection, which takes a while in a big test process."""
+    deadline = time.monotonic() + 10
+    while budget.over() != over:
+        assert time.monotonic() < deadline, "the sampler never saw the new RSS"
+        time.sleep(0.01)
     return budget
 
 
@@ -40,16 +45,16 @@ def test_requests_are_refused_only_while_over_the_budget():
     budget = MemoryBudget(400, rss=rss, every=0.01).start()
     try:
         assert budget.budget_mib == 400
-        settle(budget).check()  # 300 ≤ 400
+        sampled(budget, over=False).check()  # 300 ≤ 400
         rss.mib = 450
         with pytest.raises(Overloaded) as err:
-            settle(budget).check()
+            sampled(budget, over=True).check()
         assert str(err.value) == (
             "the server's memory (450 MiB) is over its budget (server.memory_budget_mib 400): "
             "retry after a short backoff"
         )
         rss.mib = 390
-        settle(budget).check()  # back under: taken again
+        sampled(budget, over=False).check()  # back under: taken again
     finally:
         budget.stop()
 
@@ -67,7 +72,7 @@ def test_the_auto_budget_is_set_once_from_the_loaded_models():
         assert budget.budget_mib == 900
         rss.mib = 901
         with pytest.raises(Overloaded):
-            settle(budget).check()
+            sampled(budget, over=True).check()
     finally:
         budget.stop()
 
@@ -77,7 +82,8 @@ def test_an_auto_budget_without_models_at_start_is_set_at_the_first_load():
     budget = MemoryBudget(0, rss=rss, every=0.01).start(models_loaded=False)
     try:
         assert budget.budget_mib == 0
-        settle(budget).check()  # none yet: nothing refused
+        time.sleep(0.05)
+        budget.check()  # none yet: nothing refused
         rss.mib = 500
         budget.loaded()
         assert budget.budget_mib == 750
@@ -111,7 +117,7 @@ def test_over_the_budget_model_rpcs_are_resource_exhausted_and_metadata_still_an
     try:
         assert invoke("Translate", pb.TranslateRequest(texts=["hola"]))[2] == grpc.StatusCode.OK
         rss.mib = 250
-        settle(budget)
+        sampled(budget, over=True)
         for method, request in (
             ("Translate", pb.TranslateRequest(texts=["hola"])),
             ("Classify", pb.ClassifyRequest(texts=["good"])),

@@ -4,8 +4,9 @@ No TensorFlow here. `MemoryBudget` samples the process's RSS (VmRSS) every 50 ms
 while it is above the budget, `check()` raises Overloaded (→ RESOURCE_EXHAUSTED, "retry after a
 short backoff") for every new request, the requests already admitted finish, and the crossing is
 logged (one line per 10 s at most) with a garbage collection and a `malloc_trim` to hand freed
-memory back. What a request may cost is bounded before it is admitted (limits.max_request_cost,
-batching.max_call_cost); the budget is the last line, for what those bounds do not foresee.
+memory back (at most once per 10 s: a collection holds the interpreter a while). What a request
+may cost is bounded before it is admitted (limits.max_request_cost, batching.max_call_cost);
+the budget is the last line, for what those bounds do not foresee.
 
 `server.memory_budget_mib`: a number of MiB; 0 (the default) for *auto*, 1.5 × the RSS once the
 first models are loaded and warmed up (room for a reload beside them and the calls' working
@@ -73,6 +74,7 @@ class MemoryBudget:
         self._now = rss()
         self._over_since: float | None = None
         self._logged = float("-inf")
+        self._trimmed = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
@@ -138,8 +140,10 @@ class MemoryBudget:
                 continue
             if self._over_since is None:
                 self._over_since = time.monotonic()
-                gc.collect()
-                _malloc_trim()
+                if self._over_since - self._trimmed >= 10.0:  # it holds the GIL a while
+                    self._trimmed = self._over_since
+                    gc.collect()
+                    _malloc_trim()
             if time.monotonic() - self._logged >= 10.0:
                 self._logged = time.monotonic()
                 log.warning(

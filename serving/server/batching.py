@@ -214,7 +214,7 @@ class Batcher:
                         break
                     self._cond.wait(left)
                 if self._oldest_takeable() is first:
-                    break  # else another worker took it (or a costlier one came first): again
+                    break  # else another worker took it, or an older one became takeable: again
             # The oldest request always goes; others with its key join while they fit.
             batch, size, rest = [], 0, deque()
             for r in self._queue:

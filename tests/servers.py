@@ -139,10 +139,12 @@ class Server:
 
     def rss_mib(self) -> float:
         """The server process's resident memory, MiB (Linux /proc)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        from serving.server.memory import MiB, rss_bytes
+
+        value = rss_bytes(self.proc.pid)
+        if not value:
+            raise RuntimeError(f"no VmRSS for process {self.proc.pid}")
+        return value / MiB
 
     def log(self) -> str:
         return "".join(self.lines)

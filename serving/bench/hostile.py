@@ -29,20 +29,7 @@ import time
 from pathlib import Path
 
 from serving.bench.throughput import ROOT, Server, _texts
-
-MiB = 1 << 20
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process `pid` (VmRSS), in bytes; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+from serving.server.memory import MiB, rss_bytes
 
 
 class RssSampler:
@@ -75,11 +62,12 @@ class RssSampler:
         self._thread.join()
 
 
-def heavy_texts(export: Path, texts: list[str], limits: dict) -> tuple[list[str], list[str]]:
+def heavy_texts(export: Path, texts: list[str], limits: dict) -> tuple[list[str], list[str], int]:
     """Two sets of texts for the heaviest admitted requests at beam max_beam_size and
     max_output_length steps: 64 (max_texts) short texts whose pieces fit max_request_cost
     together, in any 64 in a row; and long texts (joined sentences of up to max_text_chars
-    characters), as many per request as fit. Returns (short texts, long texts)."""
+    characters), as many per request as fit. Returns (short texts, long texts, long texts per
+    request)."""
     import sentencepiece as spm
 
     meta = json.loads((export / "assets.extra" / "metadata.json").read_text())

@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 
 from seq2seq import export_format as fmt
+from seq2seq.export_format import TASKS
 
 PRESETS = Path(__file__).parent / "presets"
-TASKS = ("translate", "classify")
 # The corpora `make data` fetches, per task (seq2seq.data.sources holds where from).
 DATASETS = {"translate": ("tatoeba_spa_eng",), "classify": ("sentiment", "sms_spam")}
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+# --- tasks: one model repository folder each (models/<task>/<version>/), one Task in the proto ---
+TASKS = ("translate", "classify")
+
 # --- token ids: every SentencePiece model of the project is trained with these ---------------
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
 SPECIAL_IDS = {"pad": PAD, "unk": UNK, "sos": SOS, "eos": EOS}

@@ -21,3 +21,20 @@ def models(tmp_path_factory):
     from servers import export_models
 
     return export_models(tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture
+def running():
+    """running(...) starts a servers.Running (the HTTP API over a fake predictor, in this
+    process); all are stopped after the test."""
+    from servers import Running
+
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(Running(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.stop()

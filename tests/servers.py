@@ -187,3 +187,35 @@ def http_call(base: str, method: str, path: str, body=None, headers=(), tls=None
         return response.status, json.loads(raw), response.headers
     except ValueError:
         return response.status, raw.decode(), response.headers
+
+
+class Running:
+    """HttpApi over a FakePredictor on a free loopback port, in this process. `options` go to
+    HttpApi, `server_options` to HttpServer (header_timeout, max_connections)."""
+
+    def __init__(self, predictor=None, serve=True, server_options=None, **options):
+        from fakes import FakePredictor
+
+        from serving.server.http_api import HttpApi, HttpServer
+        from serving.server.metrics import Metrics
+        from serving.server.servicer import Seq2SeqServicer
+
+        self.predictor = predictor or FakePredictor()
+        self.metrics = Metrics()
+        self.api = HttpApi(metrics=self.metrics, **options)
+        if serve:
+            self.api.serve(Seq2SeqServicer(self.predictor))
+        self.server = HttpServer(self.api.asgi, "127.0.0.1", 0, **(server_options or {}))
+        self.server.start()
+        self.base = self.server.url.rstrip("/")
+
+    def __call__(self, method, path, body=None, headers=()):
+        return http_call(self.base, method, path, body, headers)
+
+    @property
+    def connections(self) -> int:
+        """Connections the server holds open now."""
+        return len(self.server._server.server_state.connections)
+
+    def stop(self):
+        self.server.stop(timeout=10)

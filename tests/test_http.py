@@ -23,7 +23,6 @@ from serving.server.errors import (
     VersionNotFound,
 )
 from serving.server.http_api import HttpApi, HttpServer
-from serving.server.metrics import Metrics
 from serving.server.servicer import Seq2SeqServicer
 from serving.v1 import seq2seq_pb2 as pb
 from serving.v1 import seq2seq_pb2_grpc as pb_grpc
@@ -36,7 +35,8 @@ def asgi_post(app, path: str, chunks: list[bytes]):
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"transfer-encoding", b"chunked")],
+        "root_path": "", "headers": [(b"transfer-encoding", b"chunked"), (b"host", b"localhost"),
+                                   (b"content-type", b"application/json")],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
     }  # fmt: skip
     incoming = [
@@ -54,39 +54,6 @@ def asgi_post(app, path: str, chunks: list[bytes]):
     anyio.run(app, scope, receive, send)
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return sent[0]["status"], json.loads(body)
-
-
-class Running:
-    """HttpApi over a FakePredictor on a free loopback port."""
-
-    def __init__(self, predictor=None, serve=True, **options):
-        self.predictor = predictor or FakePredictor()
-        self.metrics = Metrics()
-        self.api = HttpApi(metrics=self.metrics, **options)
-        if serve:
-            self.api.serve(Seq2SeqServicer(self.predictor))
-        self.server = HttpServer(self.api.asgi, "127.0.0.1", 0)
-        self.server.start()
-        self.base = self.server.url.rstrip("/")
-
-    def __call__(self, method, path, body=None, headers=()):
-        return call(self.base, method, path, body, headers)
-
-    def stop(self):
-        self.server.stop(timeout=10)
-
-
-@pytest.fixture
-def running():
-    started = []
-
-    def start(*args, **kwargs):
-        started.append(Running(*args, **kwargs))
-        return started[-1]
-
-    yield start
-    for r in started:
-        r.stop()
 
 
 def test_translate_classify_and_models_answer_in_the_proto_json_mapping(running):
@@ -191,7 +158,11 @@ def test_unknown_routes_404_wrong_methods_405_bodies_over_8_mib_413(running):
     status, body, headers = api("GET", "/v1/translate")
     assert status == 405 and headers["allow"] == "POST"
     assert body["error"]["message"] == "GET is not allowed on /v1/translate: use POST"
-    assert api("POST", "/v1/models")[0] == 405
+    assert api("POST", "/v1/models", {})[0] == 405
+    assert api("POST", "/v1/models")[0] == 415  # no JSON body: the content type comes first
+    status, body, headers = api("POST", "/app.js", {})  # the page's files: GET and HEAD
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert body["error"]["message"] == "POST is not allowed on /app.js: use GET, HEAD"
     status, body, _ = api("GET", "/v1/models?task=summarize")
     assert status == 400 and "unknown task 'summarize'" in body["error"]["message"]
     status, body, _ = api("GET", "/v1/models?tsak=translate")
@@ -199,6 +170,7 @@ def test_unknown_routes_404_wrong_methods_405_bodies_over_8_mib_413(running):
     # a declared length over the limit is refused before the body is read
     connection = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=30)
     connection.putrequest("POST", "/v1/translate")
+    connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(9 * 1024 * 1024))
     connection.endheaders()
     answer = connection.getresponse()

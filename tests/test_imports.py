@@ -139,16 +139,17 @@ def test_the_export_format_and_inference_stay_below_keras_and_training():
     assert reachable(graph, "seq2seq.export_format") == set()
     # the server loads exports through seq2seq.inference: no Keras model, layer or training
     heavy = ("seq2seq.models", "seq2seq.layers", "seq2seq.training", "seq2seq.tasks")
-    for module in ("seq2seq.inference", "serving.server.predictor"):
+    for module in ("seq2seq.inference", "serving.server.predictor", "serving.server.manager"):
         reach = {m for m in reachable(graph, module) if m.startswith(heavy)}
         assert not reach, f"{module} imports {sorted(reach)}"
-    assert "seq2seq.inference" in graph["serving.server.predictor"]
+    assert "seq2seq.inference" in graph["serving.server.manager"]
 
 
 def test_the_http_api_speaks_to_the_servicer_only():
     graph = import_graph()
     reach = reachable(graph, "serving.server.http_api")
-    assert not {m for m in reach if m.startswith("seq2seq")}, sorted(reach)
+    # of the library, only the export format (where the task names are defined)
+    assert {m for m in reach if m.startswith("seq2seq")} <= {"seq2seq.export_format"}, sorted(reach)
     assert "serving.server.predictor" not in reach  # same servicer as gRPC, nothing of its own
 
 
@@ -161,3 +162,24 @@ def test_the_client_install_has_no_server_or_model_dependencies():
     extras = project["optional-dependencies"]
     serving_side = {d.split("==")[0] for d in extras["stack"] + extras["ml"]}
     assert {"starlette", "uvicorn", "tensorflow-cpu"} <= serving_side
+
+
+def test_the_tasks_are_defined_once_and_match_the_proto():
+    """One list of task names (seq2seq.export_format.TASKS); every other module takes it, and
+    the proto's Task enum has exactly one TASK_<NAME> for each."""
+    defined = []
+    for name, path in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Tuple, ast.Dict)):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and "TASK" in target.id:
+                        literal = ast.get_source_segment(path.read_text(), node.value) or ""
+                        if "translate" in literal:
+                            defined.append(f"{name}.{target.id}")
+    assert defined == ["seq2seq.export_format.TASKS"]
+    from seq2seq.export_format import TASKS
+    from serving.server.servicer import TASK_ENUMS
+    from serving.v1 import seq2seq_pb2 as pb
+
+    assert set(TASK_ENUMS) == set(TASKS)
+    assert sorted(pb.Task.values()) == sorted([pb.TASK_UNSPECIFIED, *TASK_ENUMS.values()])

@@ -59,20 +59,35 @@ def test_requests_are_refused_only_while_over_the_budget():
         budget.stop()
 
 
-def test_the_auto_budget_is_set_once_from_the_loaded_models():
+def test_the_auto_budget_follows_the_loaded_models():
     rss = FakeRss(600)
     budget = MemoryBudget(0, rss=rss, every=0.01)
-    budget.loaded()  # a load at start, before start(): not counted alone
+    budget.models_changed()  # a load at start, before start(): not counted alone
     assert budget.budget_mib == 0
     budget.start(models_loaded=True)
     try:
         assert budget.budget_mib == 900  # 1.5 × 600
-        rss.mib = 800
-        budget.loaded()  # a later reload does not move it
-        assert budget.budget_mib == 900
         rss.mib = 901
         with pytest.raises(Overloaded):
             sampled(budget, over=True).check()
+        rss.mib = 1000  # the other task's model (or a bigger version) is loaded
+        budget.models_changed()
+        assert budget.budget_mib == 1500
+        sampled(budget, over=False).check()  # taken again at once, not refused forever
+        rss.mib = 700  # a version let go
+        budget.models_changed()
+        assert budget.budget_mib == 1050
+    finally:
+        budget.stop()
+
+
+def test_a_set_budget_does_not_follow_the_models():
+    rss = FakeRss(600)
+    budget = MemoryBudget(1000, rss=rss, every=0.01).start()
+    try:
+        rss.mib = 1200
+        budget.models_changed()
+        assert budget.budget_mib == 1000 and budget.over()
     finally:
         budget.stop()
 
@@ -85,7 +100,7 @@ def test_an_auto_budget_without_models_at_start_is_set_at_the_first_load():
         time.sleep(0.05)
         budget.check()  # none yet: nothing refused
         rss.mib = 500
-        budget.loaded()
+        budget.models_changed()
         assert budget.budget_mib == 750
     finally:
         budget.stop()

@@ -126,22 +126,63 @@ def test_specific_versions_and_labels(repo):
         )
         assert p.served_versions()["classify"] == [2]
         assert label_of(p, model_version_label="stable") == ("pos", 2)
-        # refused: a label at a version the policy does not serve; nothing changes
-        with pytest.raises(ValueError, match=r"models.labels.classify.stable points at version 1"):
-            p.set_versions({"classify": VersionPolicy(latest=1)}, {"classify": {"stable": 1}})
+        # refused: a label at a version that is not in the repository; nothing changes
+        with pytest.raises(ValueError, match=r"models.labels.classify.stable points at version 9"):
+            p.set_versions({"classify": VersionPolicy(latest=1)}, {"classify": {"stable": 9}})
         assert p.served_versions()["classify"] == [2]
         assert label_of(p, model_version_label="stable") == ("pos", 2)
+        # a label outside the latest-N window pins its version: it is loaded and served
+        p.set_versions({"classify": VersionPolicy(latest=1)}, {"classify": {"stable": 1}})
+        assert p.served_versions()["classify"] == [3, 1]  # 3 (newest) and 1 (stable)
+        assert label_of(p, model_version_label="stable") == ("neg", 1)
+        assert label_of(p) == ("neg", 3)
     finally:
         p.close()
 
 
-def test_a_label_at_a_version_not_served_is_refused_at_start(repo, tmp_path):
+def test_a_label_survives_an_export_past_the_latest_window(repo):
+    """latest 2 with stable → 1: exports 3 and 4 push 1 out of the window, and the label keeps
+    it served (it used to be retired, and every `stable` request answered NOT_FOUND)."""
     from serving.server.predictor import Predictor
 
-    with pytest.raises(ValueError, match=r"models.labels.classify.stable points at version 1, wh"):
-        Predictor(repo, labels={"classify": {"stable": 1}})  # latest 1 serves only 2
+    changes, made = [], {}
+
+    def changed():  # what the memory budget's hook sees
+        changes.append(made["p"].served_versions()["classify"] if "p" in made else None)
+
+    p = made["p"] = Predictor(
+        repo,
+        policies={"classify": VersionPolicy(latest=2)},
+        labels={"classify": {"stable": 1}},
+        on_change=changed,
+    )
+    try:
+        assert p.served_versions()["classify"] == [2, 1]
+        publish(repo, repo / "classify" / "2", 3)
+        publish(repo, repo / "classify" / "2", 4)
+        assert p.refresh("classify", wait_until_stable=False) == 4
+        assert p.served_versions()["classify"] == [4, 3, 1]  # 2 left the window; 1 is pinned
+        assert label_of(p, model_version_label="stable") == ("neg", 1)
+        assert label_of(p) == ("pos", 4)
+        described = {d["version"]: d["version_labels"] for d in p.metadata("classify")}
+        assert described == {4: [], 3: [], 1: ["stable"]}
+        # the memory budget's hook saw each load and the release of 2
+        assert changes[-3:] == [[4, 2, 1], [4, 3, 2, 1], [4, 3, 1]]
+        # moving the label lets 1 go
+        p.set_versions({"classify": VersionPolicy(latest=2)}, {"classify": {"stable": 3}})
+        assert p.served_versions()["classify"] == [4, 3]
+        assert label_of(p, model_version_label="stable") == ("pos", 3)
+    finally:
+        p.close()
+
+
+def test_a_label_at_a_version_not_in_the_repository_is_refused_at_start(repo, tmp_path):
+    from serving.server.predictor import Predictor
+
+    with pytest.raises(ValueError, match=r"models.labels.classify.stable points at version 7, wh"):
+        Predictor(repo, labels={"classify": {"stable": 7}})
     config = tmp_path / "serving.yaml"
-    config.write_text("models:\n  labels:\n    classify: {stable: 7}\n")
+    config.write_text("models:\n  labels:\n    classify: {stable: 8}\n")
     import subprocess
     import sys
 
@@ -165,7 +206,7 @@ def test_a_label_at_a_version_not_served_is_refused_at_start(repo, tmp_path):
         cwd=ROOT,
     )
     assert out.returncode == 1
-    assert "error: models.labels.classify.stable points at version 7, which is not served" in (
+    assert "error: models.labels.classify.stable points at version 8, which is not served" in (
         out.stderr
     )
 

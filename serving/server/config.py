@@ -7,6 +7,7 @@ the wrong type, is an error that names it. `serving/server/config.example.yaml` 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +20,17 @@ from serving.server.errors import TASKS, Limits
 class ServerSection:
     host: str = "127.0.0.1"  # bind address; loopback unless you mean to expose it
     port: int = 50051  # gRPC port (0: any free port)
-    workers: int = 64  # request threads (each waits while its request is in a batch)
-    max_concurrent_rpcs: int = 256  # more rpcs at once are refused with RESOURCE_EXHAUSTED
+    # threads that run HTTP calls (each waits while its request is in a batch); a gRPC call
+    # gets a thread of its own, up to max_concurrent_rpcs (serving.server.health)
+    workers: int = 64
+    max_concurrent_rpcs: int = 256  # more calls at once are refused with RESOURCE_EXHAUSTED
     device: str = "cpu"  # cpu | gpu (gpu: fail at start when TensorFlow sees none)
     tf_threads: int = 1  # TensorFlow threads inside one model call (0: TensorFlow's default)
     grace_seconds: float = 30.0  # on SIGTERM/SIGINT, time given to in-flight rpcs
+    # on SIGTERM, time health says NOT_SERVING (and /readyz 503) while requests are still
+    # answered, before the server stops taking them: a load balancer's window to take it out
+    # of rotation (Kubernetes: at least the readiness probe's period). Ctrl-C skips it.
+    drain_seconds: float = 5.0
     # resident memory (MiB) over which new requests are refused with RESOURCE_EXHAUSTED;
     # 0: auto (1.5 × the RSS with the models loaded), -1: none (serving.server.memory)
     memory_budget_mib: int = 0
@@ -61,10 +68,25 @@ class MetricsSection:
     host: str = "127.0.0.1"  # its bind address
 
 
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+
+
 @dataclass
 class HttpSection:
     port: int = -1  # HTTP/JSON API and web page port (-1: off, 0: any free port)
     host: str = "127.0.0.1"  # its bind address
+    # Host header names (no port) the API and page answer to: anything else is refused
+    # (DNS rebinding: a hostile page's name resolving to this machine). "*": any. /healthz
+    # and /readyz answer any Host (probes use the pod's address).
+    allowed_hosts: list = field(default_factory=lambda: list(LOOPBACK_NAMES))
+    # origins (scheme://host[:port]) whose pages may call the API from a browser (CORS);
+    # none by default: only the server's own page may
+    cors_origins: list = field(default_factory=list)
+    max_connections: int = 512  # open connections; more are answered 503 and closed
+    header_timeout_seconds: float = 10.0  # a request's line and headers must arrive within
+    body_timeout_seconds: float = 30.0  # ... and its body within this after them (else 408)
+    # a call's deadline when the request sets none (header X-Request-Timeout-Ms); 0: none
+    request_timeout_seconds: float = 60.0
 
 
 @dataclass
@@ -94,8 +116,10 @@ class ServingConfig:
                 "server.memory_budget_mib must be -1 (none), 0 (auto: 1.5 × the RSS once the "
                 f"models are loaded) or a number of MiB, got {s.memory_budget_mib}"
             )
-        if s.grace_seconds < 0 or self.models.poll_seconds < 0:
-            raise ValueError("server.grace_seconds and models.poll_seconds must be ≥ 0")
+        if min(s.grace_seconds, s.drain_seconds, self.models.poll_seconds) < 0:
+            raise ValueError(
+                "server.grace_seconds, server.drain_seconds and models.poll_seconds must be ≥ 0"
+            )
         threads = self.batching.threads
         unknown = sorted(set(threads) - set(TASKS)) if isinstance(threads, dict) else []
         if unknown:
@@ -108,8 +132,28 @@ class ServingConfig:
             raise ValueError(
                 f"metrics.port must be -1 (off) or in [0, 65535], got {self.metrics.port}"
             )
-        if not -1 <= self.http.port <= 65535:
-            raise ValueError(f"http.port must be -1 (off) or in [0, 65535], got {self.http.port}")
+        h = self.http
+        if not -1 <= h.port <= 65535:
+            raise ValueError(f"http.port must be -1 (off) or in [0, 65535], got {h.port}")
+        for name in ("allowed_hosts", "cors_origins"):
+            value = getattr(h, name)
+            if not all(isinstance(v, str) and v and v == v.strip() for v in value):
+                raise ValueError(f"http.{name} must be a list of non-empty names, got {value!r}")
+        bad = [o for o in h.cors_origins if o != "*" and not re.match(r"^https?://[^/]+$", o)]
+        if bad:
+            raise ValueError(
+                f"http.cors_origins: an origin is scheme://host[:port] (no path), got {bad[0]!r}"
+            )
+        if h.max_connections < 1:
+            raise ValueError(f"http.max_connections must be ≥ 1, got {h.max_connections}")
+        for name in ("header_timeout_seconds", "body_timeout_seconds"):
+            if not getattr(h, name) > 0:
+                raise ValueError(f"http.{name} must be > 0, got {getattr(h, name)}")
+        if h.request_timeout_seconds < 0:
+            raise ValueError(
+                f"http.request_timeout_seconds must be ≥ 0 (0: none), got "
+                f"{h.request_timeout_seconds}"
+            )
         self.models.version_labels()  # the version policy and labels parse (ValueError if not)
         for f in dataclasses.fields(self.limits):
             if getattr(self.limits, f.name) < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seq2seq.export_format import TASKS  # noqa: F401 - the tasks, defined once, for the server
+
 
 class PredictorError(Exception):
     """Base of the errors a predictor raises; the servicer maps each to a gRPC status."""
@@ -33,9 +35,6 @@ class Overloaded(PredictorError):
 
 class DeadlineExceeded(PredictorError, TimeoutError):
     """The caller's deadline passed before the model answered (→ DEADLINE_EXCEEDED)."""
-
-
-TASKS = ("translate", "classify")  # the tasks a server serves, one model repository folder each
 
 
 @dataclass(frozen=True)

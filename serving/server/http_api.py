@@ -15,6 +15,14 @@ Bodies are the proto messages in protobuf's JSON mapping: field names as in the 
 the same answers; the two cannot drift. An error is
 `{"error": {"code": <HTTP status>, "status": "<gRPC code name>", "message": "..."}}`.
 The bearer token, TLS files and metrics of the gRPC server apply here too.
+
+What a careless or hostile client meets (each setting in the `http:` section): a POST must be
+`Content-Type: application/json` (415); the Host must be an allowed name (400) and an Origin this
+server's own or an allowed one (403), so other web pages cannot drive the API; the request's
+headers must arrive within `header_timeout_seconds` and its body within `body_timeout_seconds`
+(408); at most `max_connections` are open; a call waits at most its `X-Request-Timeout-Ms` (or
+`request_timeout_seconds`) for the model (504); JSON is parsed in linear time, nesting refused
+(400), big bodies off the event loop; clients that go away are logged once per 10 s at most.
 """
 
 from __future__ import annotations
@@ -31,20 +39,25 @@ import grpc
 import uvicorn
 from google.protobuf import json_format
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from serving.server.ports import bind
 from serving.server.security import BearerToken
+from serving.server.servicer import TASK_ENUMS, RateLimitedLog
 from serving.v1 import seq2seq_pb2 as pb
 
 log = logging.getLogger("seq2seq.serving")
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 MAX_BODY_BYTES = 8 * 1024 * 1024  # as the gRPC server's max_receive_message_length
-TASKS = {"translate": pb.TASK_TRANSLATE, "classify": pb.TASK_CLASSIFY}
+# The page's own files, and nothing else of serving/web/ (its __init__.py is not for the web).
+PAGE_FILES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
+              "/app.css": "app.css"}  # fmt: skip
+TIMEOUT_HEADER = "x-request-timeout-ms"  # a call's deadline, as gRPC clients send theirs
+MAX_TIMEOUT_MS = 3_600_000
 
 # gRPC status → HTTP status (as Google's API design guide maps them).
 HTTP_STATUS = {
@@ -110,28 +123,44 @@ class _Context:
         raise ApiError(code, details)
 
 
-def parse_message(body: bytes, message_type):
-    """`body` (JSON) as a `message_type` proto; ApiError (400) naming what is wrong."""
+# Bodies up to this size are parsed on the event loop; larger ones in a worker thread, so that
+# /healthz and the other connections are answered meanwhile.
+PARSE_INLINE_BYTES = 64 * 1024
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict; ValueError naming a key given twice (linear: a set)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the field {key!r} is given twice")
+            seen.add(key)
+    return value
+
+
+def parse_message(body: bytes, message_type, max_texts: int | None = None):
+    """`body` (JSON) as a `message_type` proto; ApiError (400) naming what is wrong. Linear in
+    the body's size, whatever its shape: duplicate keys found with a set, nesting beyond what
+    the parser recurses into refused, more than `max_texts` texts refused before they are
+    converted (the predictor's own check, early: 2M one-letter texts cost seconds)."""
     name = message_type.DESCRIPTOR.name
     if not body.strip():
         raise ApiError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f'the body is empty: send a JSON {name}, e.g. {{"texts": ["..."]}}',
         )
-
-    def no_duplicates(pairs):
-        keys = [k for k, _ in pairs]
-        twice = sorted({k for k in keys if keys.count(k) > 1})
-        if twice:
-            raise ValueError(f"the field {twice[0]!r} is given twice")
-        return dict(pairs)
-
     try:
         text = body.decode("utf-8")  # JSON is UTF-8 (RFC 8259): no guessing at other encodings
     except UnicodeDecodeError:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "the body is not UTF-8 text") from None
     try:
-        value = json.loads(text, object_pairs_hook=no_duplicates)
+        value = json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError:  # the C parser's depth guard: [[[[… or {"a":{"a":…
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT, "the body is not valid JSON: nested too deeply"
+        ) from None
     except ValueError as err:
         raise ApiError(
             grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {err}"
@@ -150,11 +179,21 @@ def parse_message(body: bytes, message_type):
                 f"unknown field {key!r} in {name}; its fields: "
                 + ", ".join(f.name for f in fields),
             )
+    texts = value.get("texts")
+    if max_texts is not None and isinstance(texts, list) and len(texts) > max_texts:
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"too many texts: {len(texts)} > max_texts {max_texts}",
+        )
     try:
         return json_format.ParseDict(value, message_type())
     except json_format.ParseError as err:
         message = str(err).splitlines()[0]
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: {message}") from None
+    except RecursionError:
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{name}: a field is nested too deeply"
+        ) from None
 
 
 def to_json(message) -> dict:
@@ -172,19 +211,39 @@ class HttpApi:
         token: the bearer token /v1/ calls must send (None: no auth).
         metrics: serving.server.metrics.Metrics (requests by route and status), or None.
         workers: threads that run calls (each waits while its request is in a batch).
-        max_concurrent: calls at once; more are answered 429.
+        max_concurrent: calls at once; more are answered 429 (before their body is read).
+        allowed_hosts: Host header names answered (["*"]: any); default loopback names.
+        cors_origins: origins whose pages may call the API (CORS); default none.
+        body_timeout: seconds a request's body may take to arrive (408 after).
+        request_timeout: a call's deadline when its request sets none (None: no deadline).
     """
 
-    def __init__(self, *, token: str | None = None, metrics=None, workers=64, max_concurrent=256):
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        metrics=None,
+        workers: int = 64,
+        max_concurrent: int = 256,
+        allowed_hosts=("localhost", "127.0.0.1", "::1"),
+        cors_origins=(),
+        body_timeout: float = 30.0,
+        request_timeout: float | None = 60.0,
+    ):
         self.servicer = None
-        self.draining = False
+        self.draining = False  # refusing calls (the server stops)
+        self.leaving = False  # not ready (load balancers take it out), calls still answered
         self._auth = BearerToken(token) if token else None
         self._metrics = metrics
         self._limiter = anyio.CapacityLimiter(workers)
         self._max_concurrent = max_concurrent
         self._active = 0
+        self._body_timeout = body_timeout
+        self._request_timeout = request_timeout or None
+        self._went_away = RateLimitedLog(level=logging.INFO)
         translate = partial(self._rpc, "Translate", pb.TranslateRequest)
         classify = partial(self._rpc, "Classify", pb.ClassifyRequest)
+        page = [Route(path, self._page, methods=["GET", "HEAD"]) for path in PAGE_FILES]
         routes = [
             Route("/v1/translate", translate, methods=["POST"]),
             Route("/v1/classify", classify, methods=["POST"]),
@@ -192,19 +251,33 @@ class HttpApi:
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
             Route("/v1/{rest:path}", self._unknown, methods=ALL_METHODS),
-            Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="page"),
+            *page,
         ]  # fmt: skip
         handlers = {404: self._not_found, 405: self._not_allowed}
         self.app = Starlette(routes=routes, exception_handlers=handlers)
-        self.asgi = _Recorded(self.app, metrics)
+        app = self.app
+        if cors_origins:
+            app = CORSMiddleware(
+                app,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", TIMEOUT_HEADER],
+                max_age=600,
+            )
+        guarded = _Guard(app, allowed_hosts, cors_origins)
+        self.asgi = _Recorded(guarded, metrics)
 
     def serve(self, servicer) -> None:
         """Starts answering /v1/ calls with `servicer` (a Seq2SeqServicer)."""
         self.servicer = servicer
 
+    def leave_rotation(self) -> None:
+        """Reports not ready (/readyz 503) while still answering calls: the drain's first part."""
+        self.leaving = True
+
     def drain(self) -> None:
         """Refuses new calls (503) and reports not ready; calls already running finish."""
-        self.draining = True
+        self.leaving = self.draining = True
 
     # --- routes ----------------------------------------------------------------------------------
 
@@ -221,6 +294,21 @@ class HttpApi:
                 "the models are still loading: try again shortly (GET /readyz says when)",
             )
 
+    def _deadline(self, request: Request) -> float | None:
+        """The call's deadline (time.monotonic()): X-Request-Timeout-Ms, else the default."""
+        given = request.headers.getlist(TIMEOUT_HEADER)
+        if not given:
+            timeout = self._request_timeout
+            return None if timeout is None else time.monotonic() + timeout
+        value = given[0].strip()
+        if len(given) > 1 or not value.isdigit() or not 0 < int(value) <= MAX_TIMEOUT_MS:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{TIMEOUT_HEADER} must be one whole number of milliseconds in "
+                f"[1, {MAX_TIMEOUT_MS}], got {', '.join(given)!r}",
+            )
+        return time.monotonic() + int(value) / 1000
+
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         too_big = ApiError(
@@ -231,36 +319,50 @@ class HttpApi:
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise too_big
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise too_big
-            chunks.append(chunk)
+        with anyio.move_on_after(self._body_timeout) as waited:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise too_big
+                chunks.append(chunk)
+        if waited.cancelled_caught:
+            raise ApiError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the body did not arrive within {self._body_timeout:g} s",
+                http_status=408,
+            )
         return b"".join(chunks)
 
-    async def _call(self, method: str, message, request: Request | None = None) -> JSONResponse:
+    async def _parse(self, body: bytes, message_type):
+        limits = getattr(getattr(self.servicer, "predictor", None), "limits", None)
+        max_texts = getattr(limits, "max_texts", None)
+        if len(body) <= PARSE_INLINE_BYTES:
+            return parse_message(body, message_type, max_texts)
+        return await anyio.to_thread.run_sync(parse_message, body, message_type, max_texts)
+
+    def _admit(self) -> None:
         if self._active >= self._max_concurrent:
             raise ApiError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many calls at once (max_concurrent_rpcs {self._max_concurrent})",
             )
         self._active += 1  # only the event loop's thread touches it
-        context = _Context()
-        try:
-            run = partial(getattr(self.servicer, method), message, context)
-            failure = None
-            async with anyio.create_task_group() as tasks:
-                if request is not None:  # a client that goes away stops its work (predictor)
-                    tasks.start_soon(self._watch_disconnect, request, context)
-                try:
-                    response = await anyio.to_thread.run_sync(run, limiter=self._limiter)
-                except Exception as err:  # raised below, outside the task group (no wrapping)
-                    failure = err
-                tasks.cancel_scope.cancel()
-            if failure is not None:
-                raise failure
-        finally:
-            self._active -= 1
+
+    async def _call(
+        self, method: str, message, context: _Context, request: Request | None = None
+    ) -> JSONResponse:
+        run = partial(getattr(self.servicer, method), message, context)
+        failure = None
+        async with anyio.create_task_group() as tasks:
+            if request is not None:  # a client that goes away stops its work (predictor)
+                tasks.start_soon(self._watch_disconnect, request, context)
+            try:
+                response = await anyio.to_thread.run_sync(run, limiter=self._limiter)
+            except Exception as err:  # raised below, outside the task group (no wrapping)
+                failure = err
+            tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return JSONResponse(to_json(response))
 
     @staticmethod
@@ -272,10 +374,24 @@ class HttpApi:
     async def _rpc(self, method: str, message_type, request: Request) -> Response:
         try:
             self._check(request)
-            message = parse_message(await self._read_body(request), message_type)
-            return await self._call(method, message, request)
+            context = _Context(self._deadline(request))
+            self._admit()  # before the body: a full server does not buffer 8 MiB to refuse it
         except ApiError as err:
             return error_response(err)
+        try:
+            message = await self._parse(await self._read_body(request), message_type)
+            return await self._call(method, message, context, request)
+        except ApiError as err:
+            close = {"connection": "close"} if err.http_status in (408, 413) else None
+            return error_response(err, close)
+        except ClientDisconnect:
+            self._went_away(
+                "an HTTP client went away before its request's body arrived (%s)",
+                _peer(request),
+            )
+            return Response(status_code=499)  # nobody reads it
+        finally:
+            self._active -= 1
 
     async def _models(self, request: Request) -> Response:
         try:
@@ -287,13 +403,18 @@ class HttpApi:
                     f"unknown query parameter {unknown[0]!r}; /v1/models takes task=",
                 )
             task = request.query_params.get("task")
-            if task is not None and task not in TASKS:
+            if task is not None and task not in TASK_ENUMS:
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"unknown task {task!r}; tasks: {', '.join(TASKS)}",
+                    f"unknown task {task!r}; tasks: {', '.join(TASK_ENUMS)}",
                 )
-            message = pb.GetModelMetadataRequest(task=TASKS.get(task, pb.TASK_UNSPECIFIED))
-            return await self._call("GetModelMetadata", message)
+            message = pb.GetModelMetadataRequest(task=TASK_ENUMS.get(task, pb.TASK_UNSPECIFIED))
+            context = _Context(self._deadline(request))
+            self._admit()
+            try:
+                return await self._call("GetModelMetadata", message, context)
+            finally:
+                self._active -= 1
         except ApiError as err:
             return error_response(err)
 
@@ -301,7 +422,7 @@ class HttpApi:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> Response:
-        if self.draining:
+        if self.leaving:
             return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
         if self.servicer is None:
             return JSONResponse({"ready": False, "reason": "loading models"}, status_code=503)
@@ -310,6 +431,9 @@ class HttpApi:
             return JSONResponse({"ready": False, "reason": "no models loaded"}, status_code=503)
         versions = {task: m.version for task, m in models.items()}
         return JSONResponse({"ready": True, "models": versions})
+
+    async def _page(self, request: Request) -> Response:
+        return FileResponse(WEB_DIR / PAGE_FILES[request.url.path])
 
     async def _unknown(self, request: Request) -> Response:
         allowed = API_ROUTES.get(request.url.path)
@@ -334,14 +458,96 @@ class HttpApi:
         return error_response(ApiError(grpc.StatusCode.NOT_FOUND, f"not found: {request.url.path}"))
 
     async def _not_allowed(self, request: Request, exc) -> Response:
-        allowed = exc.headers.get("allow", "") if getattr(exc, "headers", None) else ""
+        given = (getattr(exc, "headers", None) or {}).get("Allow", "GET, HEAD")
+        methods = {m.strip() for m in given.split(",")}  # Starlette's order follows a set's
+        allowed = ", ".join(m for m in ALL_METHODS if m in methods)
         return error_response(
             ApiError(
                 grpc.StatusCode.UNIMPLEMENTED,
-                f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
+                f"{request.method} is not allowed on {request.url.path}: use {allowed}",
                 http_status=405,
-            )
+            ),
+            {"allow": allowed},
         )
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "unknown peer"
+
+
+def _host_name(host: str) -> str:
+    """A Host header's name, without the port: "[::1]:8080" → "::1", "a.b:80" → "a.b"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class _Guard:
+    """ASGI middleware: what a request must be before anything else looks at it.
+
+    - A POST must say `Content-Type: application/json` (415): a browser sends text/plain or a
+      form from any page without asking (no CORS preflight), JSON only after a preflight this
+      server does not grant to other origins.
+    - Its Host must be one of `allowed_hosts` (400): a hostile page whose name is made to
+      resolve to this machine (DNS rebinding) sends its own name.
+    - An Origin, when sent, must be this server's own or one of `cors_origins` (403).
+
+    /healthz and /readyz skip the Host and Origin checks: probes send the pod's address.
+    """
+
+    def __init__(self, app, allowed_hosts, cors_origins):
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.hosts = {_host_name(h) for h in allowed_hosts}
+        self.any_origin = "*" in cors_origins
+        self.origins = {o.lower().rstrip("/") for o in cors_origins}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            response = error_response(refusal, {"connection": "close"})
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def _refusal(self, scope) -> ApiError | None:
+        headers = scope["headers"]
+
+        def header(name: bytes) -> str | None:
+            values = [v for k, v in headers if k == name]
+            return values[0].decode("latin-1") if len(values) == 1 else None
+
+        if scope["method"] == "POST":
+            kind = (header(b"content-type") or "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                return ApiError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a POST body must be JSON sent as Content-Type: application/json, got "
+                    f"{kind or 'none'}",
+                    http_status=415,
+                )
+        if scope["path"] in ("/healthz", "/readyz"):
+            return None
+        host = header(b"host")
+        if host is None or not (self.any_host or _host_name(host) in self.hosts):
+            return ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"this server does not answer to the Host {host!r} (http.allowed_hosts: "
+                f"{', '.join(sorted(self.hosts)) or 'none'})",
+            )
+        origin = header(b"origin")
+        if origin is not None:
+            own = f"{scope.get('scheme', 'http')}://{host}".lower()
+            origin = origin.lower().rstrip("/")
+            if origin != own and not self.any_origin and origin not in self.origins:
+                return ApiError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"requests from pages of {origin} are not allowed (http.cors_origins)",
+                )
+        return None
 
 
 class _Recorded:
@@ -356,7 +562,7 @@ class _Recorded:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        route = path if path in METRIC_ROUTES else "/static" if "." in path else "other"
+        route = path if path in METRIC_ROUTES else "/static" if path in PAGE_FILES else "other"
         status = [500]
 
         async def sending(message):
@@ -377,8 +583,114 @@ class _Recorded:
                 self.metrics.http_request(route, status[0], time.perf_counter() - start)
 
 
+class _QuietInvalidRequests(logging.Filter):
+    """uvicorn logs a WARNING for every request h11 cannot parse (a bad Content-Length, say):
+    here one line per 10 s at most, with the count of those left out."""
+
+    def __init__(self, every: float = 10.0):
+        super().__init__()
+        self.every, self.last, self.quiet = every, float("-inf"), 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Invalid HTTP request received.":
+            return True
+        now = time.monotonic()
+        with self._lock:
+            if now - self.last < self.every:
+                self.quiet += 1
+                return False
+            quiet, self.quiet, self.last = self.quiet, 0, now
+        record.msg = "invalid HTTP requests answered 400" + (
+            f" ({quiet + 1} since the last such line)" if quiet else ""
+        )
+        record.args = ()
+        return True
+
+
+_QUIET = _QuietInvalidRequests()
+logging.getLogger("uvicorn.error").addFilter(_QUIET)
+
+
+def _guarded_protocol(header_timeout: float, max_connections: int):
+    """uvicorn's h11 protocol with what it lacks against slow or too many clients:
+
+    - a request's line and headers must arrive within `header_timeout` s of the connection
+      (or of the previous response, on a kept-alive connection), else the connection is closed
+      (uvicorn's keep-alive timer stops at the first byte, so a partial request line held it
+      open forever);
+    - beyond `max_connections` open connections a new one is answered 503 and closed.
+
+    The body's own timeout is the app's (HttpApi, 408): it starts once the headers are in.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    busy = json.dumps(
+        {
+            "error": {
+                "code": 503,
+                "status": "UNAVAILABLE",
+                "message": f"too many connections (http.max_connections {max_connections}): "
+                "retry shortly",
+            }
+        }
+    ).encode()
+    refusal = (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(busy)).encode() + b"\r\n\r\n" + busy
+    )
+    refused = RateLimitedLog()
+
+    class GuardedH11(H11Protocol):
+        _header_timer = None
+        _timed_cycle = None
+
+        def connection_made(self, transport) -> None:
+            over = len(self.connections) >= max_connections
+            super().connection_made(transport)
+            if over:
+                refused("HTTP connection refused: %d open (http.max_connections)", max_connections)
+                transport.write(refusal)
+                transport.close()
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and self._header_timer is None:
+                self._arm()  # the first byte of the next request: the keep-alive timer stops
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            self._disarm()
+            super().on_response_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._timed_cycle = self.cycle
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self.cycle is self._timed_cycle and not self.transport.is_closing():
+                self.transport.close()  # no new request started: its headers never came
+
+    return GuardedH11
+
+
 class HttpServer:
-    """uvicorn serving `app` on host:port (TLS with cert + key) in a background thread."""
+    """uvicorn serving `app` on host:port (TLS with cert + key) in a background thread.
+
+    `header_timeout` and `max_connections`: see `_guarded_protocol`."""
 
     def __init__(
         self,
@@ -389,6 +701,8 @@ class HttpServer:
         tls_cert: str = "",
         tls_key: str = "",
         grace: float = 30.0,
+        header_timeout: float = 10.0,
+        max_connections: int = 512,
     ):
         self._socket = bind(host, port, "for HTTP ", listen=True)
         self.host = host
@@ -396,7 +710,7 @@ class HttpServer:
         self.scheme = "https" if tls_cert else "http"
         config = uvicorn.Config(
             app,
-            http="h11",
+            http=_guarded_protocol(header_timeout, max_connections),
             loop="asyncio",
             lifespan="off",
             log_config=None,

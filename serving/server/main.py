@@ -1,6 +1,8 @@
 """The gRPC server: predictor (batching, hot reload) + servicer + health + reflection, with
 optional TLS, bearer-token auth, a Prometheus endpoint and an HTTP/JSON API with a web page over
-the same servicer; drains in-flight calls on SIGTERM.
+the same servicer. On SIGTERM it says NOT_SERVING for `server.drain_seconds` while it still
+answers (a load balancer's window to take it out of rotation), then stops taking calls and
+lets those in flight finish.
 
 Settings: `--config serving.yaml` (see serving/server/config.example.yaml), then the flags
 below; the token comes from `--token-file` or the SEQ2SEQ_TOKEN environment variable, never
@@ -21,16 +23,18 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from serving.server import config as serving_config
+from serving.server.health import HEALTH_THREADS, CallLimit, add_health_to_server
 from serving.server.memory import MemoryBudget
 from serving.server.ports import bind
 from serving.server.security import TokenAuth, read_token, server_credentials
 from serving.server.servicer import Seq2SeqServicer, add_to_server
 from serving.v1 import seq2seq_pb2 as pb
 
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1", "localhost")
 SERVICE = pb.DESCRIPTOR.services_by_name["Seq2SeqService"].full_name
 log = logging.getLogger("seq2seq.serving")
 
@@ -60,22 +64,28 @@ def build_server(
     memory=None,
 ):
     """Returns (server, bound port, health servicer); the server is not started. `memory`: a
-    MemoryBudget whose check admits each request for a model."""
+    MemoryBudget whose check admits each request for a model.
+
+    Every call holds a pool thread while it runs (a translation waits in its batch), so the
+    pool has a thread for each of the `max_concurrent_rpcs` calls admitted at once plus
+    HEALTH_THREADS that only health calls use (serving.server.health): a saturated server
+    still answers its orchestrator's probes."""
+    limit = cfg.server.max_concurrent_rpcs
     interceptors = []
     if metrics is not None:
         interceptors.append(metrics.interceptor())  # outermost: it sees auth failures too
     if token:
         interceptors.append(TokenAuth(token))
+    interceptors.append(CallLimit(limit))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=cfg.server.workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=limit + HEALTH_THREADS, thread_name_prefix="rpc"),
         interceptors=interceptors,
         # No SO_REUSEPORT: a second server on a taken port must fail, not silently share it.
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
     )
     add_to_server(Seq2SeqServicer(predictor, memory), server)
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_health_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             SERVICE,
@@ -107,12 +117,21 @@ def build_server(
 DRAIN_WATCHDOG_SECONDS = 30.0
 
 
-def drain(server, health_servicer, predictor, metrics, grace: float, http=None) -> None:
-    """Stops taking calls, lets in-flight ones finish (up to `grace` s), then stops the rest."""
+def drain(
+    server, health_servicer, predictor, metrics, grace: float, http=None, delay: float = 0.0
+) -> None:
+    """Says NOT_SERVING (gRPC health, /readyz) and keeps answering for `delay` s, so that load
+    balancers take the server out of rotation before it stops; then stops taking calls, lets
+    in-flight ones finish (up to `grace` s) and stops the rest."""
     start = time.monotonic()
+    faulthandler.dump_traceback_later(delay + grace + DRAIN_WATCHDOG_SECONDS, exit=True)
+    health_servicer.enter_graceful_shutdown()  # every service NOT_SERVING, for good
+    if http is not None:
+        http[0].leave_rotation()
+    if delay > 0:
+        log.info("not serving: health says NOT_SERVING; requests still answered for %.1f s", delay)
+        time.sleep(delay)  # a second signal exits at once (on_signal)
     log.info("draining in-flight requests (up to %.0f s), then exiting", grace)
-    faulthandler.dump_traceback_later(grace + DRAIN_WATCHDOG_SECONDS, exit=True)
-    health_servicer.enter_graceful_shutdown()
     stopped = server.stop(grace=grace)
     if http is not None:
         api, http_server = http
@@ -141,21 +160,35 @@ def start_http(cfg: serving_config.ServingConfig, token: str | None, metrics):
     """The HTTP API and page, listening before the models load (/readyz says when they are)."""
     from serving.server.http_api import HttpApi, HttpServer
 
+    h = cfg.http
     api = HttpApi(
         token=token,
         metrics=metrics,
         workers=cfg.server.workers,
         max_concurrent=cfg.server.max_concurrent_rpcs,
+        allowed_hosts=h.allowed_hosts,
+        cors_origins=h.cors_origins,
+        body_timeout=h.body_timeout_seconds,
+        request_timeout=h.request_timeout_seconds,
     )
     sec = cfg.security
     server = HttpServer(
         api.asgi,
-        cfg.http.host,
-        cfg.http.port,
+        h.host,
+        h.port,
         tls_cert=sec.tls_cert,
         tls_key=sec.tls_key,
         grace=cfg.server.grace_seconds,
+        header_timeout=h.header_timeout_seconds,
+        max_connections=h.max_connections,
     )
+    if h.allowed_hosts == serving_config.LOOPBACK_NAMES and h.host not in LOOPBACK_ADDRESSES:
+        log.warning(
+            "HTTP listens on %s but answers only Host names %s: list the names clients use "
+            "in http.allowed_hosts",
+            h.host,
+            ", ".join(h.allowed_hosts),
+        )
     server.start()
     log.info("HTTP API and web page on %s (ready once the models are loaded)", server.url)
     return api, server
@@ -236,7 +269,7 @@ def serve(
             policies=cfg.models.policies(),
             labels=cfg.models.version_labels(),
             on_poll=watcher,
-            on_loaded=memory.loaded,
+            on_change=memory.models_changed,
         )
     except ValueError as err:  # a label pointing at a version that is not served
         raise SystemExit(f"error: {err}") from None
@@ -309,8 +342,11 @@ def serve(
     )
     while not signals:
         time.sleep(0.2)  # sleeping, not a lock wait: signal handlers run on this thread
+    # SIGTERM is how orchestrators stop a server: give load balancers their window. SIGINT is
+    # a person's Ctrl-C at a terminal: no balancer to wait for.
+    delay = cfg.server.drain_seconds if signals[0] == signal.SIGTERM else 0.0
     log.info("signal %s", signals[0])
-    drain(server, health_servicer, predictor, metrics, cfg.server.grace_seconds, http)
+    drain(server, health_servicer, predictor, metrics, cfg.server.grace_seconds, http, delay)
     memory.stop()
     print("seq2seq server stopped", flush=True)
     return 0
@@ -331,6 +367,11 @@ FLAGS = {
         "batching.threads",
         serving_config.parse_threads,
         "model calls at once: N for every task, or translate=2,classify=1 (the default)",
+    ),
+    "--drain-seconds": (
+        "server.drain_seconds",
+        float,
+        "on SIGTERM, NOT_SERVING but answering this long before stopping (5)",
     ),
     "--tf-threads": ("server.tf_threads", int, "TensorFlow threads per model call (1; 0 default)"),
     "--memory-budget-mib": (

@@ -9,8 +9,8 @@ may cost is bounded before it is admitted (limits.max_request_cost, batching.max
 the budget is the last line, for what those bounds do not foresee.
 
 `server.memory_budget_mib`: a number of MiB; 0 (the default) for *auto*, 1.5 × the RSS once the
-first models are loaded and warmed up (room for a reload beside them and the calls' working
-memory: measured in docs/results.md); -1 for none.
+models are loaded and warmed up (room for a reload beside them and the calls' working memory:
+measured in docs/results.md), set again after every load and release of a version; -1 for none.
 """
 
 from __future__ import annotations
@@ -88,13 +88,17 @@ class MemoryBudget:
     def rss_mib(self) -> float:
         return self._now / MiB
 
-    def loaded(self) -> None:
-        """After models were loaded (once started): an auto budget not yet set becomes 1.5 ×
-        the RSS now."""
+    def models_changed(self) -> None:
+        """After a version was loaded or let go (once started): an auto budget follows the
+        models, 1.5 × the RSS now (freed heap handed back first, so that letting go of a
+        version lowers it). A server that starts with one task's model and loads the other
+        later, or a bigger version, is not left over a budget set for less."""
         if not self._started:
             return  # the loads at start: `start` counts them all at once
+        if self.auto:
+            _malloc_trim()
         self._now = self._rss()
-        if self.auto and not self.budget:
+        if self.auto:
             self.budget = int(AUTO_HEADROOM * self._now) // MiB * MiB
 
     def start(self, models_loaded: bool = True) -> MemoryBudget:
@@ -102,7 +106,7 @@ class MemoryBudget:
         budget is set from them; else at the first load)."""
         self._started = True
         if models_loaded:
-            self.loaded()
+            self.models_changed()
         if self._thread is None and not self.none:
             self._thread = threading.Thread(target=self._sample, name="memory", daemon=True)
             self._thread.start()

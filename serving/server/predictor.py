@@ -1,18 +1,17 @@
-"""The predictor: loads exported models, batches requests, reloads new versions. No gRPC.
+"""The predictor: checks requests, holds the version each asks for, batches them. No gRPC.
 
 An export is a SavedModel plus `assets.extra/` (tokenizers, metadata), kept in a
 TF-Serving-style repository `<model_dir>/<task>/<version>/`; `seq2seq.inference.ExportedModel`
 loads one and runs texts through it exactly as evaluation and the CLI do (TensorFlow and
-SentencePiece only: no Keras, nothing from training). Which versions of each task are served is
-the version policy (`serving.server.versions`: the newest by default, the latest N, or specific
-ones), and labels name versions for requests; a watcher thread polls the repository and loads a
-new version (warmed up first) before letting go of the one it replaces, which finishes the
-requests already given to it.
+SentencePiece only: no Keras, nothing from training). Which versions are loaded, and when they
+are let go, is the version manager's job (`serving.server.manager`); this module validates a
+request against the limits and the model (a text longer than the model reads is refused, never
+cut), holds the version it asked for while its texts go through that task's batcher
+(`serving.server.batching`), and hands back the results.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import threading
@@ -25,17 +24,17 @@ import tensorflow as tf
 
 from seq2seq import export_format as fmt
 from seq2seq.inference import ExportedModel
+from serving.server import manager
 from serving.server.batching import Batcher, BatchingOptions
 from serving.server.errors import (
     TASKS,
     DeadlineExceeded,
     InvalidRequest,
     Limits,
-    ModelUnavailable,
     NotSupported,
-    VersionNotFound,
 )
-from serving.server.versions import VersionPolicy, check_labels
+from serving.server.manager import Served, VersionManager
+from serving.server.versions import VersionPolicy
 
 log = logging.getLogger("seq2seq.serving")
 
@@ -83,47 +82,39 @@ def _check_texts(texts, limits: Limits) -> list[str]:
     return clean
 
 
-def _signature(path: Path) -> tuple:
-    """(files, bytes, newest mtime) of a folder: it changes while the folder is being written."""
-    files = size = newest = 0
-    for f in path.rglob("*"):
-        st = f.stat()
-        files, size, newest = files + 1, size + st.st_size, max(newest, st.st_mtime_ns)
-    return files, size, newest
-
-
-class _Served:
-    """A loaded version and the number of requests holding it (queued or running)."""
-
-    def __init__(self, model: ExportedModel):
-        self.model = model
-        self.in_flight = 0
-        self.retired = False
+def _check_lengths(lengths: list[int], limit: int, model) -> None:
+    """InvalidRequest naming the first text longer than the model reads (in SentencePiece
+    pieces): the model would see only its first `limit` pieces, and an answer about part of a
+    text must not pass for an answer about all of it."""
+    for i, n in enumerate(lengths):
+        if n > limit:
+            raise InvalidRequest(
+                f"texts[{i}] is {n} pieces long, over the {model.task} model's limit of {limit} "
+                f"pieces (version {model.version}): the model would read only its beginning; "
+                "send it in shorter parts (sentences)"
+            )
 
 
 class BatchKey(NamedTuple):
     """What requests must share to be answered by one model call."""
 
-    served: _Served  # the loaded version
+    served: Served  # the loaded version
     decoding: fmt.Decoding | None  # translation: the search (canonical); classification: None
     alignment: bool  # translation: return pieces and alignment too
 
 
-class NullMetrics:
+class NullMetrics(manager.NullMetrics):
     """The metrics interface the predictor reports to; this one records nothing."""
 
     def batch(self, task: str, items: int, requests: int, seconds: float) -> None: ...
 
     def track_queue(self, task: str, depth) -> None: ...
 
-    def model_loaded(self, task: str, version: int) -> None: ...
-
-    def reload(self, task: str, ok: bool) -> None: ...
-
 
 class Predictor:
-    """Serves the versions of each task under `model_dir` that its version policy picks (the
-    newest by default), with dynamic batching.
+    """Serves the versions of each task under `model_dir` that its version policy and labels
+    pick (the newest by default; `serving.server.manager`), with dynamic batching: checks each
+    request, holds the version it asked for, and hands its texts to that task's batcher.
 
     Args:
         model_dir: the model repository root (holding translate/ and classify/).
@@ -134,11 +125,11 @@ class Predictor:
         metrics: an object with NullMetrics's methods (serving.server.metrics.Metrics for
             Prometheus).
         policies: {task: VersionPolicy} (default: the newest version of each).
-        labels: {task: {label: version}}; ValueError at start if one points at a version that
-            is not served (see `set_versions`).
+        labels: {task: {label: version}}; each label's version is served too; ValueError at
+            start if one points at a version that cannot be served (see `set_versions`).
         on_poll: called (no arguments) at every poll before the repository is looked at; the
             server re-reads its config file there.
-        on_loaded: called (no arguments) after a version was loaded and warmed up.
+        on_change: called (no arguments) after a version was loaded and warmed up, or freed.
     """
 
     def __init__(
@@ -151,26 +142,15 @@ class Predictor:
         policies: dict[str, VersionPolicy] | None = None,
         labels: dict[str, dict[str, int]] | None = None,
         on_poll=None,
-        on_loaded=None,
+        on_change=None,
     ):
         self.model_dir = Path(model_dir)
         self.limits = limits or Limits()
         self.batching = batching or BatchingOptions()
         self.metrics = metrics or NullMetrics()
-        self._lock = threading.Lock()
-        self._refreshing = threading.Lock()  # one refresh at a time (watcher, config change)
-        self._policies = {task: VersionPolicy() for task in TASKS} | (policies or {})
-        self._labels: dict[str, dict[str, int]] = {task: {} for task in TASKS}
-        self._served: dict[str, dict[int, _Served]] = {task: {} for task in TASKS}
-        self._pending: dict[tuple[str, int], tuple] = {}  # (task, version) → signature seen once
-        self._failed: dict[tuple[str, int], tuple] = {}  # (task, version) → signature that failed
-        self._on_poll = on_poll
-        self._on_loaded = on_loaded
-        for task in TASKS:
-            self.refresh(task, wait_until_stable=False)
-        labels = {task: {} for task in TASKS} | (labels or {})
-        check_labels(labels, self.served_versions(), self._policies)
-        self._labels = labels
+        self.versions = VersionManager(
+            self.model_dir, policies, labels, metrics=self.metrics, on_change=on_change
+        )
         self._batchers = {}
         for task in TASKS:
             batcher = Batcher(
@@ -185,177 +165,29 @@ class Predictor:
         self._stop = threading.Event()
         self._watcher = None
         if poll_seconds > 0:
-            self._watcher = threading.Thread(
-                target=self._watch, args=(poll_seconds,), name="model-watcher", daemon=True
-            )
-            self._watcher.start()
+            self._watcher = self.versions.watch(poll_seconds, self._stop, on_poll)
+
+    # --- versions (serving.server.manager) ------------------------------------------------------
 
     @property
     def models(self) -> dict[str, ExportedModel]:
         """The newest version served of each task (what a request naming none gets)."""
-        with self._lock:
-            return {
-                task: served[max(served)].model for task, served in self._served.items() if served
-            }
+        return self.versions.models
 
     def served_versions(self) -> dict[str, list[int]]:
         """{task: the versions served, newest first}."""
-        with self._lock:
-            return {task: sorted(served, reverse=True) for task, served in self._served.items()}
+        return self.versions.served_versions()
 
     def labels(self) -> dict[str, dict[str, int]]:
-        with self._lock:
-            return {task: dict(names) for task, names in self._labels.items()}
-
-    # --- versions ------------------------------------------------------------------------------
+        return self.versions.labels()
 
     def set_versions(self, policies: dict[str, VersionPolicy], labels) -> None:
-        """Applies a new version policy and labels (a changed config file, read live): loads
-        what the policy now wants, then checks the labels against what is served. ValueError
-        (and the labels unchanged) if a label points at a version that is not served; the
-        versions loaded for the new policy stay."""
-        policies = {task: VersionPolicy() for task in TASKS} | policies
-        labels = {task: {} for task in TASKS} | labels
-        # first against what the policy would serve of the complete versions on disk (known
-        # broken ones left out), so that a refused change loads and lets go of nothing
-        would = {
-            task: policies[task].wanted(
-                [v for v in fmt.versions(self.model_dir / task) if (task, v) not in self._failed]
-            )
-            for task in TASKS
-        }
-        check_labels(labels, would, policies)
-        with self._refreshing:
-            self._policies = policies
-        for task in TASKS:
-            self.refresh(task, wait_until_stable=False)
-        check_labels(labels, self.served_versions(), self._policies)  # a version failed to load
-        with self._lock:
-            self._labels = labels
+        """A new version policy and labels, read live (VersionManager.set_versions)."""
+        self.versions.set_versions(policies, labels)
 
     def refresh(self, task: str, wait_until_stable: bool = True) -> int | None:
-        """Loads the versions of `task` its policy wants and lets go of the others.
-
-        Returns the newest version now served (None: none). Candidates are taken newest first:
-        a version that fails to load is logged and skipped until its files change, and the next
-        older one is tried in its place (so a broken newest version does not leave the task
-        unserved); with `wait_until_stable`, a version not yet seen unchanged for one poll is
-        left for the next. Served versions are let go only once what replaces them is loaded.
-        """
-        with self._refreshing:
-            policy = self._policies[task]
-            with self._lock:
-                current = dict(self._served[task])
-            chosen: list[int] = []
-            for candidate in reversed(fmt.versions(self.model_dir / task)):
-                if policy.specific is not None and candidate not in policy.specific:
-                    continue
-                if policy.latest is not None and len(chosen) >= policy.latest:
-                    break
-                if candidate in current:
-                    chosen.append(candidate)
-                    continue
-                if self._load(task, candidate, wait_until_stable):
-                    chosen.append(candidate)
-            if chosen:  # nothing loadable: what is served stays
-                for version, served in current.items():
-                    if version not in chosen:
-                        with self._lock:
-                            del self._served[task][version]
-                        log.info("%s: version %d is no longer served", task, version)
-                        self._retire(served)
-            return self.models[task].version if task in self.models else None
-
-    def _load(self, task: str, version: int, wait_until_stable: bool) -> bool:
-        path = self.model_dir / task / str(version)
-        try:
-            signature = _signature(path)
-        except OSError:  # removed while we looked
-            return False
-        if self._failed.get((task, version)) == signature:
-            return False
-        if wait_until_stable and self._pending.get((task, version)) != signature:
-            self._pending[(task, version)] = signature  # load it at the next poll if unchanged
-            return False
-        self._pending.pop((task, version), None)
-        try:
-            model = ExportedModel(path, task)
-            model.warm_up()
-        except Exception as err:
-            self._failed[(task, version)] = signature
-            log.error("%s version %d in %s cannot be loaded, skipped: %s", task, version, path, err)
-            self.metrics.reload(task, ok=False)
-            return False
-        with self._lock:
-            self._served[task][version] = _Served(model)
-        log.info("%s: now serving version %d", task, version)
-        self.metrics.model_loaded(task, version)
-        self.metrics.reload(task, ok=True)
-        if self._on_loaded is not None:
-            self._on_loaded()
-        return True
-
-    def _watch(self, poll_seconds: float) -> None:
-        while not self._stop.wait(poll_seconds):
-            if self._on_poll is not None:
-                try:
-                    self._on_poll()
-                except Exception:  # the watcher must survive anything
-                    log.exception("reading the serving config again failed")
-            for task in TASKS:
-                try:
-                    self.refresh(task)
-                except Exception:  # the watcher must survive anything the file system does
-                    log.exception("looking for new %s versions failed", task)
-
-    def _acquire(self, task: str, version: int | None, label: str | None = None) -> _Served:
-        with self._lock:
-            served = self._served.get(task)
-            if not served:
-                raise ModelUnavailable(
-                    f"no {task} model is loaded: export one into {self.model_dir / task}/"
-                    f"<version>/ (make export-{task}); the server picks it up"
-                )
-            have = ", ".join(map(str, sorted(served, reverse=True)))
-            if label:
-                names = self._labels.get(task, {})
-                if version is not None:
-                    raise InvalidRequest(
-                        "give model_version or model_version_label, not both "
-                        f"(got {version} and {label!r})"
-                    )
-                if label not in names:
-                    known = ", ".join(f"{k}={v}" for k, v in sorted(names.items())) or "none"
-                    raise VersionNotFound(f"no {task} version label {label!r} (labels: {known})")
-                version = names[label]
-            chosen = served[max(served)] if version is None else served.get(version)
-            if chosen is None:
-                what = f"version {version}" + (f" (label {label!r})" if label else "")
-                raise VersionNotFound(
-                    f"{task} model {what} is not loaded (serving versions {have})"
-                )
-            chosen.in_flight += 1
-            return chosen
-
-    def _release(self, served: _Served) -> None:
-        with self._lock:
-            served.in_flight -= 1
-            free = served.retired and served.in_flight == 0
-        if free:
-            self._free(served)
-
-    def _retire(self, served: _Served) -> None:
-        with self._lock:
-            served.retired = True
-            free = served.in_flight == 0
-        if free:
-            self._free(served)
-
-    @staticmethod
-    def _free(served: _Served) -> None:
-        log.info("released %s version %d", served.model.task, served.model.version)
-        served.model.release()
-        gc.collect()
+        """Loads what `task`'s policy and labels want now (VersionManager.refresh)."""
+        return self.versions.refresh(task, wait_until_stable)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -439,7 +271,7 @@ class Predictor:
                 f"n_best must be in [1, max_n_best {lim.max_n_best}], got {n_best}"
             )
         texts = _check_texts(texts, lim)
-        served = self._acquire("translate", model_version, model_version_label)
+        served = self.versions.acquire("translate", model_version, model_version_label)
         try:
             # the model's defaults for what the request leaves out, the server's limits over them
             default = served.model.runner.defaults
@@ -453,9 +285,9 @@ class Predictor:
                     f"n_best must be in [1, beam_size {decoding.beam_size}], got {n_best}"
                 )
             runner = served.model.runner
-            pieces = sum(
-                min(len(ids), runner.max_input_tokens) for ids in runner.source.encode_batch(texts)
-            )
+            lengths = [len(ids) for ids in runner.source.encode_batch(texts)]
+            _check_lengths(lengths, runner.max_input_tokens, served.model)
+            pieces = sum(lengths)
             cost = pieces * decoding.beam_size * decoding.max_length
             if cost > lim.max_request_cost:
                 raise InvalidRequest(
@@ -475,38 +307,29 @@ class Predictor:
             results = self._batched("translate", key, items, timeout, alive)
             return results, served.model.version
         finally:
-            self._release(served)
+            self.versions.release(served)
 
     def classify(
         self, texts, model_version=None, timeout=None, model_version_label=None, alive=None
     ):
         """For each text, (label, {label: probability}); returns (results, version)."""
         texts = _check_texts(texts, self.limits)
-        served = self._acquire("classify", model_version, model_version_label)
+        served = self.versions.acquire("classify", model_version, model_version_label)
         try:
+            runner = served.model.runner
+            lengths = [len(ids) for ids in runner.tokenizer.encode_batch(texts)]
+            _check_lengths(lengths, runner.max_input_tokens, served.model)
             key = BatchKey(served, None, False)
             return self._batched("classify", key, texts, timeout, alive), served.model.version
         finally:
-            self._release(served)
+            self.versions.release(served)
 
     def metadata(self, task: str | None = None) -> list[dict]:
         if task is not None and task not in TASKS:
             raise InvalidRequest(f"unknown task {task!r}")
-        with self._lock:
-            found = [
-                (t, version, s.model, sorted(k for k, v in self._labels[t].items() if v == version))
-                for t in TASKS
-                if task in (None, t)
-                for version, s in sorted(self._served[t].items(), reverse=True)
-            ]
-        newest = self.models
         return [
-            {
-                **model.describe(),
-                "version_labels": labels,
-                "is_default": newest.get(t) is model,
-            }
-            for t, version, model, labels in found
+            {**model.describe(), "version_labels": labels, "is_default": default}
+            for _, model, labels, default in self.versions.described(task)
         ]
 
     def close(self) -> None:

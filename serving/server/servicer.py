@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from serving.server.errors import (
+    TASKS,
     DeadlineExceeded,
     InvalidRequest,
     ModelUnavailable,
@@ -34,8 +35,9 @@ STATUS_OF = (
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (NotSupported, grpc.StatusCode.FAILED_PRECONDITION),
 )
-TASK_NAMES = {pb.TASK_TRANSLATE: "translate", pb.TASK_CLASSIFY: "classify"}
-TASK_ENUMS = {v: k for k, v in TASK_NAMES.items()}
+# The tasks are defined once (seq2seq.export_format.TASKS); each is the proto's TASK_<NAME>.
+TASK_ENUMS = {task: pb.Task.Value(f"TASK_{task.upper()}") for task in TASKS}
+TASK_NAMES = {enum: task for task, enum in TASK_ENUMS.items()}
 
 
 def _optional(msg, field: str):
@@ -72,8 +74,12 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
     def _call(self, context, fn, *args, admit=False, **kwargs):
         """fn(*args, **kwargs), its errors as status codes; `admit`: a request for the model,
         refused (RESOURCE_EXHAUSTED) while the server is over its memory budget."""
-        if not context.is_active():
-            context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled or timed out")
+        if not context.is_active():  # waited past its deadline, or its client went away
+            if _time_left(context) == 0.0:
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call ran"
+                )
+            context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
         try:
             if admit and self.memory is not None:
                 self.memory.check()
@@ -171,23 +177,33 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
         )
 
 
-class _MalformedLog:
-    """One log line per `every` seconds at most for malformed requests, with the count of those
-    not logged since: a stream of garbage cannot fill the log."""
+class RateLimitedLog:
+    """One log line per `every` seconds at most for one kind of event, with the count of those
+    not logged since: a stream of bad requests (or clients that go away) cannot fill the log."""
 
-    def __init__(self, every: float = 10.0):
-        self.every, self.last, self.quiet = every, float("-inf"), 0
+    def __init__(self, every: float = 10.0, level: int = logging.WARNING):
+        self.every, self.level, self.last, self.quiet = every, level, float("-inf"), 0
         self._lock = threading.Lock()
 
-    def __call__(self, method: str, peer: str, err: Exception) -> None:
+    def __call__(self, message: str, *args) -> bool:
+        """Logs `message % args` unless a line was logged less than `every` s ago; True if
+        it was logged."""
         now = time.monotonic()
         with self._lock:
             if now - self.last < self.every:
                 self.quiet += 1
-                return
+                return False
             quiet, self.quiet, self.last = self.quiet, 0, now
         more = f" (and {quiet} more since the last such line)" if quiet else ""
-        log.warning("malformed %s request from %s refused: %s%s", method, peer, err, more)
+        log.log(self.level, message + "%s", *args, more)
+        return True
+
+
+class MalformedLog(RateLimitedLog):
+    """A malformed request: one log line per 10 s at most."""
+
+    def __call__(self, method: str, peer: str, err: Exception) -> bool:
+        return super().__call__("malformed %s request from %s refused: %s", method, peer, err)
 
 
 def add_to_server(servicer: Seq2SeqServicer, server: grpc.Server) -> None:
@@ -195,7 +211,7 @@ def add_to_server(servicer: Seq2SeqServicer, server: grpc.Server) -> None:
     interceptors (token auth) have let the call through, so a caller without a token never gets
     its bytes parsed, and a malformed message is INVALID_ARGUMENT with at most one log line
     every 10 s — not INTERNAL with a traceback, as gRPC's own deserialisation gives."""
-    malformed = _MalformedLog()
+    malformed = MalformedLog()
     service = pb.DESCRIPTOR.services_by_name["Seq2SeqService"]
     handlers = {}
     for method in service.methods:

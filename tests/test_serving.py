@@ -497,12 +497,22 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(models):
     assert any("draining" in line for line in srv.lines)
 
 
+# 160 pieces for the tiny model: under its 200-piece limit, so a request of 64 of them at beam 16
+# and 256 steps is as heavy as a request can be (refused by max_request_cost unless raised)
+HEAVY = "Veo el gato y el perro duerme. " * 8
+
+
 @pytest.fixture(scope="module")
 def roomy(models, tmp_path_factory):
-    """A server that admits the heaviest requests (no max_request_cost to speak of), with
-    HTTP on: for the deadline and cancellation tests, which need requests that run long."""
+    """A server that admits the heaviest requests (no max_request_cost to speak of), with one
+    translation worker and HTTP on: for the deadline and cancellation tests, which need
+    requests that run long and nothing else to answer the small request while they do (with
+    two workers the costly-call rule keeps one free, and the tests could not fail)."""
     config = tmp_path_factory.mktemp("roomy") / "serving.yaml"
-    config.write_text("limits:\n  max_request_cost: 1000000000\n")
+    config.write_text(
+        "limits:\n  max_request_cost: 1000000000\n"
+        "batching:\n  threads: {translate: 1, classify: 1}\n"
+    )
     http_port = free_port()
     srv = Server(models, "--config", str(config), "--http-port", str(http_port))
     srv.http_port = http_port
@@ -511,7 +521,7 @@ def roomy(models, tmp_path_factory):
 
 
 def test_a_request_over_max_request_cost_is_refused_naming_it(server):
-    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    texts = [HEAVY] * 64
     with Client(server.target, timeout=30) as c:
         assert c.metadata()["limits"]["max_request_cost"] == 4_000_000
         with pytest.raises(ServingError) as err:
@@ -523,15 +533,25 @@ def test_a_request_over_max_request_cost_is_refused_naming_it(server):
         assert len(c.translate(texts[:4], beam_size=2, max_length=32)) == 4
 
 
-def test_a_worst_case_request_past_its_deadline_frees_its_worker(roomy):
+@pytest.fixture(scope="module")
+def heavy_seconds(roomy):
+    """How long one worst-case request holds the only translation worker when nobody stops it:
+    what the small request in the tests below would wait for, were the guard gone."""
+    with Client(roomy.target, timeout=60) as c:
+        t0 = time.monotonic()
+        c.translate([HEAVY] * 64, beam_size=16, n_best=16, max_length=256)
+        took = time.monotonic() - t0
+    assert took > 0.25, f"a worst-case request took only {took:.3f} s: the tests cannot fail"
+    return took
+
+
+def test_a_worst_case_request_past_its_deadline_frees_its_worker(roomy, heavy_seconds):
     server = roomy
     """Two worst-case requests (64 long texts, beam 16, n-best 16, 256 steps) with a 50 ms
-    deadline are dropped at their next bounded model call (or from the queue: costly calls hold
-    one of the two translation workers at most), so a small request right after their
-    deadlines is answered at once. (Run as one call, as before
-    `batching.max_call_cost`, each kept its worker ~0.2 s longer with this tiny model; the
-    default model's took ~3.5 s.)"""
-    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    deadline are dropped at their next bounded model call, or from the queue, so a small
+    request right after their deadlines is answered at once, though the one translation worker
+    would have been theirs for 2 × `heavy_seconds` (measured: 2 × ~0.3 s)."""
+    texts = [HEAVY] * 64
     codes = []
 
     def worst():
@@ -545,7 +565,7 @@ def test_a_worst_case_request_past_its_deadline_frees_its_worker(roomy):
     threads = [threading.Thread(target=worst) for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(0.08)  # both deadlines have passed; both requests were taken by the workers
+    time.sleep(0.08)  # both deadlines have passed; one request is running, one queued
     with Client(server.target, timeout=30) as c:
         t0 = time.monotonic()
         assert c.translate(["Veo el gato."], beam_size=1)[0].text == "I see the cat."
@@ -556,14 +576,16 @@ def test_a_worst_case_request_past_its_deadline_frees_its_worker(roomy):
     assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
 
 
-def test_a_cancelled_clients_work_stops_and_frees_its_worker(roomy):
+def test_a_cancelled_clients_work_stops_and_frees_its_worker(roomy, heavy_seconds):
+    """The servicer passes `alive=context.is_active` down: a cancelled call is dropped at its
+    next model call, or from the queue."""
     server = roomy
-    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    texts = [HEAVY] * 64
     request = pb.TranslateRequest(texts=texts, beam_size=16, n_best=16, max_length=256)
     with grpc.insecure_channel(server.target) as channel:
         stub = pb_grpc.Seq2SeqServiceStub(channel)
         calls = [stub.Translate.future(request, timeout=60) for _ in range(2)]
-        time.sleep(0.05)  # taken by both translation workers
+        time.sleep(0.05)  # one runs on the translation worker, one waits
         for call in calls:
             call.cancel()  # the clients go away
         time.sleep(0.03)
@@ -575,19 +597,20 @@ def test_a_cancelled_clients_work_stops_and_frees_its_worker(roomy):
     assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
 
 
-def test_an_http_client_that_goes_away_frees_the_workers(roomy):
+def test_an_http_client_that_goes_away_frees_the_workers(roomy, heavy_seconds):
+    """The HTTP API watches for disconnects: a client that goes away stops its work."""
     import json as json_
     import socket
 
     from servers import http_call
 
     port = roomy.http_port
-    texts = ["Veo el gato y el perro duerme. " * 40] * 64
+    texts = [HEAVY] * 64
     body = json_.dumps({"texts": texts, "beam_size": 16, "n_best": 16, "max_length": 256})
     head = "POST /v1/translate HTTP/1.1\r\nHost: localhost\r\n"
     head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     socks = []
-    for _ in range(4):  # two run (one per translation worker), two wait in the queue
+    for _ in range(4):  # one runs on the translation worker, three wait in the queue
         sock = socket.create_connection(("127.0.0.1", port))
         sock.sendall((head + body).encode())
         socks.append(sock)
@@ -606,6 +629,52 @@ def test_an_http_client_that_goes_away_frees_the_workers(roomy):
     assert status == 200
     assert answer["translations"][0]["hypotheses"][0]["text"] == "I see the cat."
     assert waited < 0.1, f"the small request waited {waited:.3f} s for a worker"
+
+
+def test_an_http_request_past_its_timeout_header_is_504_on_a_busy_server(roomy, heavy_seconds):
+    """HTTP requests have deadlines: X-Request-Timeout-Ms (or http.request_timeout_seconds)
+    bounds the wait for the model, as a gRPC deadline does (it used to be none at all)."""
+    from servers import http_call
+
+    def heavy():
+        with Client(roomy.target, timeout=60) as c:
+            c.translate([HEAVY] * 64, beam_size=16, n_best=16, max_length=256)
+
+    worker = threading.Thread(target=heavy)
+    worker.start()
+    time.sleep(0.05)  # the one translation worker is busy for ~heavy_seconds
+    t0 = time.monotonic()
+    status, answer, _ = http_call(
+        f"http://127.0.0.1:{roomy.http_port}",
+        "POST",
+        "/v1/translate",
+        {"texts": ["Veo el gato."], "beam_size": 1},
+        headers=(("X-Request-Timeout-Ms", "50"),),
+    )
+    waited = time.monotonic() - t0
+    worker.join(60)
+    assert status == 504 and answer["error"]["status"] == "DEADLINE_EXCEEDED", answer
+    assert answer["error"]["message"].startswith("the deadline passed before the model answered")
+    assert waited < min(0.2, heavy_seconds / 2), f"answered after {waited:.3f} s"
+
+
+def test_a_text_longer_than_the_model_reads_is_refused_naming_the_limit(server):
+    """Inputs used to be cut silently at the model's limit (200 source pieces, 256 for the
+    classifier): the answer was about the text's beginning only."""
+    with Client(server.target, timeout=30) as c:
+        assert len(c.translate([HEAVY])) == 1  # 160 pieces: read whole
+        with pytest.raises(ServingError) as err:
+            c.translate(["Veo el gato.", HEAVY * 2])
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details.startswith(
+            "texts[1] is 320 pieces long, over the translate model's limit of 200 pieces "
+            "(version 1): the model would read only its beginning; send it in shorter parts"
+        )
+        with pytest.raises(ServingError) as err:
+            c.classify(["a good film " * 40])
+        assert "texts[0] is 480 pieces long, over the classify model's limit of 256" in (
+            err.value.details
+        )
 
 
 def test_a_second_signal_at_any_moment_exits_with_a_defined_code(models):

@@ -65,9 +65,9 @@ class RssSampler:
 def heavy_texts(export: Path, texts: list[str], limits: dict) -> tuple[list[str], list[str], int]:
     """Two sets of texts for the heaviest admitted requests at beam max_beam_size and
     max_output_length steps: 64 (max_texts) short texts whose pieces fit max_request_cost
-    together, in any 64 in a row; and long texts (joined sentences of up to max_text_chars
-    characters), as many per request as fit. Returns (short texts, long texts, long texts per
-    request)."""
+    together, in any 64 in a row; and long texts (joined sentences of up to the model's
+    max_input_tokens pieces and max_text_chars characters: longer ones are refused), as many
+    per request as fit. Returns (short texts, long texts, long texts per request)."""
     import sentencepiece as spm
 
     meta = json.loads((export / "assets.extra" / "metadata.json").read_text())
@@ -75,7 +75,7 @@ def heavy_texts(export: Path, texts: list[str], limits: dict) -> tuple[list[str]
     cap = meta["max_input_tokens"]  # the model reads no more pieces of a text than this
 
     def pieces(text):
-        return min(len(sp.encode(text)), cap)
+        return len(sp.encode(text))
 
     per_step = limits["max_beam_size"] * limits["max_output_length"]
     budget = limits["max_request_cost"] // per_step  # source pieces one request may hold
@@ -85,11 +85,12 @@ def heavy_texts(export: Path, texts: list[str], limits: dict) -> tuple[list[str]
         raise SystemExit(f"error: max_request_cost {limits['max_request_cost']} admits no request")
     short = [t for t in texts if pieces(t) == most] or [t for t in texts if pieces(t) <= most]
     long, current = [], ""
-    for t in texts:
-        if len(current) + 1 + len(t) > limits["max_text_chars"]:
+    for t in (t for t in texts if pieces(t) <= cap):
+        joined = f"{current} {t}".strip()
+        if len(joined) > limits["max_text_chars"] or pieces(joined) > cap:
             long.append(current)
-            current = ""
-        current = f"{current} {t}".strip()
+            joined = t
+        current = joined
     n_long = max(1, min(limits["max_texts"], budget // max(pieces(t) for t in long)))
     return short, long, n_long
 

@@ -338,3 +338,35 @@ def test_the_timeout_header_and_the_default_reach_the_predictor(running):
     none = running(request_timeout=None)
     none("POST", "/v1/classify", {"texts": ["a"]})
     assert none.predictor.calls[0][2]["timeout"] is None
+
+
+@pytest.mark.slow
+def test_bench_hostile_measures_grpc_and_http_rows(models, tmp_path):
+    """`make bench-hostile` on the tiny models, briefly: a baseline and a hostile row for
+    each API, with the heavy clients' deadlines met by DEADLINE_EXCEEDED, never other errors."""
+    import subprocess
+    import sys
+
+    from servers import PAIRS, ROOT
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(es for _, es in PAIRS * 20) + "\n", encoding="utf-8")
+    out = tmp_path / "hostile.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "serving.bench.hostile", "--model-dir", str(models),
+         "--texts-file", str(texts), "--seconds", "3", "--small-clients", "4",
+         "--heavy-clients", "2", "--settle", "0", "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert run.returncode in (0, 1), run.stderr[-3000:]  # 1: a target missed on this host
+    result = json.loads(out.read_text())
+    for api in ("gRPC", "HTTP"):
+        row = result[api]
+        assert row["baseline"]["protocol"] == row["hostile"]["protocol"] == api.lower()
+        assert row["baseline"]["requests"] > 10 and row["hostile"]["requests"] > 10
+        assert row["baseline"]["errors"] == {} and row["hostile"]["errors"] == {}
+        assert row["heavy_other_errors"] == {}
+        assert sum(h["requests"] + sum(h["errors"].values()) for h in row["heavy"]) > 0
+        assert row["p99_ratio"] == row["hostile"]["p99_ms"] / row["baseline"]["p99_ms"]
+        assert f"{api} hostile:  small p50" in run.stdout
+    assert result["rss_mib"]["peak"] >= result["rss_mib"]["before"] > 100

@@ -1,8 +1,9 @@
 """`make bench-hostile`: small requests' latency and the server's memory while the heaviest
-admitted requests, with short deadlines, keep arriving.
+admitted requests, with short deadlines, keep arriving — over gRPC, then over the HTTP/JSON API.
 
 In one run, against a server started here (`python -m serving`, its default settings, or
-`--config`), on the newest exported translator:
+`--config`, HTTP on), on the newest exported translator, for each API in turn (both the small
+and the heavy clients speak it; over HTTP the deadline is the X-Request-Timeout-Ms header):
   1. baseline: `--small-clients` (32) clients, each sending one-text greedy translations of test
      sentences, for `--seconds` (30): p50 / p99 latency;
   2. hostile: the same small load, while `--heavy-clients` (2) clients send the heaviest requests
@@ -95,9 +96,9 @@ def heavy_texts(export: Path, texts: list[str], limits: dict) -> tuple[list[str]
     return short, long, n_long
 
 
-def _loadgen(port, texts_path, clients, seconds, k=1, extra=()) -> subprocess.Popen:
+def _loadgen(target, texts_path, clients, seconds, k=1, extra=()) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "serving.bench.loadgen", "--target", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "serving.bench.loadgen", "--target", target,
          "--clients", str(clients), "--seconds", str(seconds), "--task", "translate",
          "--texts-file", str(texts_path), "--texts-per-request", str(k), "--warmup", "2",
          *extra],
@@ -125,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--settle", type=float, default=5.0, help="idle seconds before 'after' RSS")
     p.add_argument("--preload", default="", help="a malloc library for the server (LD_PRELOAD)")
     p.add_argument("--texts", type=int, default=2000, help="test sentences to draw from")
+    p.add_argument("--texts-file", default=None, help="sentences, one a line (default: test split)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     if not args.seconds > 0 or args.small_clients < 1 or args.heavy_clients < 0:
@@ -141,8 +143,12 @@ def main(argv=None) -> int:
     if not found:
         raise SystemExit(f"error: no exported translate model under {model_dir}/: run make serve")
     export = model_dir / "translate" / str(found[-1])
-    sentences = _texts("translate", None, args.texts)
-    flags = ["-m", "serving", "--model-dir", str(model_dir), "--poll-seconds", "0"]
+    sentences = _texts("translate", args.texts_file, args.texts)
+    from serving.bench.throughput import _free_port
+
+    http_port = _free_port()
+    flags = ["-m", "serving", "--model-dir", str(model_dir), "--poll-seconds", "0",
+             "--http-port", str(http_port)]  # fmt: skip
     if args.config:
         flags += ["--config", args.config]
     env = {"LD_PRELOAD": args.preload} if args.preload else {}
@@ -171,42 +177,52 @@ def main(argv=None) -> int:
               f"{args.heavy_clients} heavy (cost ≤ {limits['max_request_cost']:,}: "
               f"{limits['max_texts']} short texts or {n_long} of ~{limits['max_text_chars']} "
               f"characters, beam {limits['max_beam_size']}, {limits['max_output_length']} "
-              f"steps, deadline {args.deadline_ms:g} ms), {args.seconds:g} s each",
+              f"steps, deadline {args.deadline_ms:g} ms), {args.seconds:g} s each phase",
               flush=True)  # fmt: skip
-        rss.reset()
-        base = _result(_loadgen(server.port, paths["small"], args.small_clients, args.seconds),
-                       "small")  # fmt: skip
-        peak_base = rss.peak()
-        print(f"baseline: small p50 {base['p50_ms']:.1f} ms  p99 {base['p99_ms']:.1f} ms  "
-              f"{base['sentences_per_s']:.1f} sentences/s  errors {base['errors'] or 0}; "
-              f"peak RSS {peak_base / MiB:.0f} MiB", flush=True)  # fmt: skip
-        rss.reset()
-        heavies = []
-        for i in range(args.heavy_clients):
-            path, k = (paths["short"], limits["max_texts"]) if i % 2 else (paths["long"], n_long)
-            heavies.append(_loadgen(server.port, path, 1, args.seconds + 2, k, heavy))
-        time.sleep(1.0)  # the heavy load is on before the small one is measured
-        small = _result(_loadgen(server.port, paths["small"], args.small_clients, args.seconds),
-                        "small")  # fmt: skip
-        heavy_out = [_result(h, "heavy") for h in heavies]
-        peak = max(rss.peak(), peak_base)
+        targets = {"gRPC": f"127.0.0.1:{server.port}", "HTTP": f"http://127.0.0.1:{http_port}"}
+        rows, peak = {}, 0
+        for api, target in targets.items():
+            rss.reset()
+            base = _result(_loadgen(target, paths["small"], args.small_clients, args.seconds),
+                           "small")  # fmt: skip
+            peak = max(peak, rss.peak())
+            print(f"{api} baseline: small p50 {base['p50_ms']:.1f} ms  p99 {base['p99_ms']:.1f} "
+                  f"ms  {base['sentences_per_s']:.1f} sentences/s  errors {base['errors'] or 0}",
+                  flush=True)  # fmt: skip
+            rss.reset()
+            heavies = []
+            for i in range(args.heavy_clients):
+                path, k = (
+                    (paths["short"], limits["max_texts"]) if i % 2 else (paths["long"], n_long)
+                )
+                heavies.append(_loadgen(target, path, 1, args.seconds + 2, k, heavy))
+            time.sleep(1.0)  # the heavy load is on before the small one is measured
+            small = _result(_loadgen(target, paths["small"], args.small_clients, args.seconds),
+                            "small")  # fmt: skip
+            heavy_out = [_result(h, "heavy") for h in heavies]
+            peak = max(peak, rss.peak())
+            rows[api] = {"baseline": base, "hostile": small, "heavy": heavy_out,
+                         "p99_ratio": small["p99_ms"] / base["p99_ms"]}  # fmt: skip
+            sent = sum(h["requests"] + sum(h["errors"].values()) for h in heavy_out)
+            expired = sum(h["errors"].get("DEADLINE_EXCEEDED", 0) for h in heavy_out)
+            other = {k: v for h in heavy_out for k, v in h["errors"].items()
+                     if k != "DEADLINE_EXCEEDED"}  # fmt: skip
+            rows[api]["heavy_other_errors"] = other
+            print(f"{api} hostile:  small p50 {small['p50_ms']:.1f} ms  p99 {small['p99_ms']:.1f} "
+                  f"ms  {small['sentences_per_s']:.1f} sentences/s  errors {small['errors'] or 0}; "
+                  f"heavy requests {sent} ({expired} DEADLINE_EXCEEDED, "
+                  f"{sent - expired - sum(other.values())} answered in time, other errors "
+                  f"{other or 0})", flush=True)  # fmt: skip
         time.sleep(args.settle)
         after = rss_bytes(server.proc.pid)
     finally:
         rss.stop()
         server.stop()
-    sent = sum(h["requests"] + sum(h["errors"].values()) for h in heavy_out)
-    expired = sum(h["errors"].get("DEADLINE_EXCEEDED", 0) for h in heavy_out)
-    other = {k: v for h in heavy_out for k, v in h["errors"].items() if k != "DEADLINE_EXCEEDED"}
-    ratio = small["p99_ms"] / base["p99_ms"]
-    print(f"hostile:  small p50 {small['p50_ms']:.1f} ms  p99 {small['p99_ms']:.1f} ms  "
-          f"{small['sentences_per_s']:.1f} sentences/s  errors {small['errors'] or 0}; heavy "
-          f"requests {sent} ({expired} DEADLINE_EXCEEDED, {sent - expired - sum(other.values())} "
-          f"answered in time, other errors {other or 0})")  # fmt: skip
-    print(
-        f"small p99 with the heavy load / without: {ratio:.2f} (target ≤ 3: "
-        f"{'met' if ratio <= 3 else 'NOT met'})"
-    )
+    print(f"{'API':<6}{'small p99 alone':>17}{'beside heavy':>14}{'ratio':>8}  target ≤ 3")
+    for api, row in rows.items():
+        ratio = row["p99_ratio"]
+        print(f"{api:<6}{row['baseline']['p99_ms']:>14.1f} ms{row['hostile']['p99_ms']:>11.1f} ms"
+              f"{ratio:>8.2f}  {'met' if ratio <= 3 else 'NOT met'}")  # fmt: skip
     within = f"within the budget {budget_mib} MiB" if budget_mib else "no budget set"
     if budget_mib and peak > budget_mib * MiB:
         within = f"OVER the budget {budget_mib} MiB"
@@ -215,10 +231,13 @@ def main(argv=None) -> int:
           f"{after / MiB:.0f} MiB ({within}){preload}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "baseline": base, "hostile": small, "heavy": heavy_out, "p99_ratio": ratio,
+            **rows,
             "rss_mib": {"before": before / MiB, "peak": peak / MiB, "after": after / MiB},
             "budget_mib": budget_mib, "preload": args.preload}, indent=2))  # fmt: skip
-    bad = ratio > 3 or (budget_mib and peak > budget_mib * MiB) or other or small["errors"]
+    bad = (budget_mib and peak > budget_mib * MiB) or any(
+        row["p99_ratio"] > 3 or row["heavy_other_errors"] or row["hostile"]["errors"]
+        for row in rows.values()
+    )
     return 1 if bad else 0
 
 

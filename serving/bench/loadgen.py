@@ -8,7 +8,8 @@ gRPC or the HTTP/JSON API.
 Each client is a thread with its own channel (or keep-alive HTTP connection), sending the texts
 of the file in turn (each client from a different offset), `--texts-per-request` at a time,
 greedy decoding (or `--beam-size`, `--n-best`, `--max-length`), each request with a deadline
-of `--deadline-ms` (gRPC; HTTP: the socket timeout). After a warm-up, it counts answered texts
+of `--deadline-ms` (gRPC's deadline; over HTTP the X-Request-Timeout-Ms header). After a
+warm-up, it counts answered texts
 and per-request latencies for `--seconds`, then prints one JSON line: protocol, clients,
 texts_per_request, seconds, requests, sentences_per_s, p50_ms, p90_ms, p99_ms, errors (status →
 count). Needs only grpcio and
@@ -51,14 +52,21 @@ class HttpCaller:
         if url.scheme == "https":
             tls = ssl.create_default_context(cafile=tls_ca)
             self._connection = http.client.HTTPSConnection(
-                url.hostname, url.port, timeout=timeout, context=tls
+                url.hostname, url.port, timeout=timeout + 5, context=tls
             )
         else:
-            self._connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+            self._connection = http.client.HTTPConnection(
+                url.hostname, url.port, timeout=timeout + 5
+            )
         self._path = f"/v1/{task}"
         self._task = task
         self._decoding = {"beam_size": 1, **(decoding or {})}  # greedy unless told
-        self._headers = {"Content-Type": "application/json"}
+        # the deadline travels with the request, as a gRPC client's does: the server answers 504
+        # once it passes; the socket waits a little longer for that answer
+        self._headers = {
+            "Content-Type": "application/json",
+            "X-Request-Timeout-Ms": str(max(1, round(timeout * 1000))),
+        }
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
 

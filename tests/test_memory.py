@@ -166,6 +166,36 @@ def test_the_server_reports_its_auto_budget_on_both_apis(models):
 
 
 @pytest.mark.slow
+def test_the_servers_auto_budget_follows_a_model_loaded_later(models, tmp_path):
+    """A server that starts with the classifier only and gets a translator later: its auto
+    budget is set again after the load (it used to stay at 1.5 × the classifier alone, and
+    the server could stay over it, refusing everything, until restarted)."""
+    import shutil
+
+    from servers import wait_for
+
+    repo = tmp_path / "models"
+    shutil.copytree(models / "classify", repo / "classify")
+    with Server(repo, "--poll-seconds", "0.2") as server:
+        with grpc.insecure_channel(server.target) as channel:
+            from serving.v1 import seq2seq_pb2_grpc as pb_grpc
+
+            stub = pb_grpc.Seq2SeqServiceStub(channel)
+
+            def meta():
+                return stub.GetModelMetadata(pb.GetModelMetadataRequest(), timeout=10)
+
+            first = meta().limits.memory_budget_mib
+            shutil.copytree(models / "translate", repo / "translate")
+            wait_for(lambda: len(meta().models) == 2, 60, what="the translator loaded")
+            wait_for(lambda: meta().limits.memory_budget_mib != first, 10, what="a new budget")
+            after = meta().limits.memory_budget_mib
+            rss = server.rss_mib()
+    assert after > first, (first, after)
+    assert 1.3 * rss < after < 1.6 * rss, (after, rss)  # 1.5 × the RSS with both loaded
+
+
+@pytest.mark.slow
 def test_a_budget_below_the_loaded_models_is_refused_at_start(models):
     out = subprocess.run(
         [sys.executable, "-m", "serving", "--model-dir", str(models), "--port", "0",

@@ -62,6 +62,9 @@ def test_health_answers_within_100_ms_while_64_clients_saturate_the_model_calls(
         for t in threads:
             t.join(60)
         srv.stop()
+    print(
+        f"health under saturation: max {max(latencies) * 1000:.1f} ms over 20 checks; {saturated}"
+    )
     assert answers == [SERVING] * 20
     assert max(latencies) < 0.1, f"health took up to {max(latencies):.3f} s"
     # the model calls were saturated throughout: many refused, some answered, nothing else
@@ -173,5 +176,9 @@ def test_sigterm_under_load_is_not_serving_for_the_drain_window_and_fails_nothin
     assert not_serving and gone, seen[-5:]
     assert not_serving[0] - signalled < 0.5  # at once
     window = gone[0] - not_serving[0]
+    print(
+        f"drain: NOT_SERVING {not_serving[0] - signalled:.3f} s after SIGTERM, for {window:.2f}"
+        f" s; {answered[0]} answered, {len(failed)} failed"
+    )
     assert 1.8 < window < 10, f"NOT_SERVING for {window:.2f} s before the server stopped"
     assert "not serving: health says NOT_SERVING; requests still answered for 2.0 s" in srv.log()

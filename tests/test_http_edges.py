@@ -75,6 +75,7 @@ def test_healthz_answers_while_a_40000_key_body_is_refused(running):
     waited = time.monotonic() - t0
     worker.join(60)
     took = time.monotonic() - began
+    print(f"/healthz during the 40,000-key body: {waited * 1000:.1f} ms; refused in {took:.3f} s")
     assert waited < 0.1, f"/healthz took {waited:.3f} s"
     status, answer, _ = answers[0]
     assert status == 400 and "unknown field 'k0' in TranslateRequest" in answer["error"]["message"]
@@ -229,6 +230,7 @@ def test_slow_clients_are_closed_within_the_timeouts(running):
         assert closed, "a connection with an unfinished body was kept open"
         assert sent.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 s" in sent
         sock.close()
+    print(f"300 slow connections closed {time.monotonic() - began:.2f} s after they opened")
     assert time.monotonic() - began < 3
     wait_for(lambda: api.connections == 0, 5, what="every connection closed")
     assert api.predictor.calls == []
@@ -278,6 +280,7 @@ def test_clients_that_leave_mid_body_cost_a_log_line_not_a_traceback_each(runnin
         wait_for(lambda: api.connections == 0, 10, what="the connections gone")
         time.sleep(0.2)
     lines = [r for r in caplog.records if r.name.startswith(("seq2seq", "uvicorn"))]
+    print(f"200 mid-body disconnects: {len(lines)} log line(s): {lines[0].getMessage()!r}")
     assert not [r for r in lines if r.exc_info], "a traceback was logged"
     assert 1 <= len(lines) <= 3, [r.getMessage() for r in lines]
     assert "went away before its request's body arrived" in lines[0].getMessage()

@@ -161,9 +161,13 @@ def wait_for(condition, timeout: float = 60, every: float = 0.1, what: str = "co
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def http_call(base: str, method: str, path: str, body=None, headers=(), tls=None):
+def http_call(
+    base: str, method: str, path: str, body=None, headers=(), tls=None, exact: bool = False
+):
     """(status, parsed JSON or text, headers) of one request; `body`: bytes, str or JSON value;
-    `headers`: (name, value) pairs, a name may repeat; `tls`: an ssl.SSLContext for https."""
+    `headers`: (name, value) pairs, a name may repeat; `tls`: an ssl.SSLContext for https.
+    `exact`: send only the headers given (no Host, Content-Type or Accept-Encoding of its own;
+    Content-Length still, with a body)."""
     if body is not None and not isinstance(body, bytes):
         body = (body if isinstance(body, str) else json.dumps(body)).encode()
     url = urllib.parse.urlsplit(base)
@@ -172,11 +176,12 @@ def http_call(base: str, method: str, path: str, body=None, headers=(), tls=None
     else:
         connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     try:
-        connection.putrequest(method, path)
+        connection.putrequest(method, path, skip_host=exact, skip_accept_encoding=exact)
         for key, value in headers:
             connection.putheader(key, value)
         if body is not None:
-            connection.putheader("Content-Type", "application/json")
+            if not exact:
+                connection.putheader("Content-Type", "application/json")
             connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body)
         response = connection.getresponse()
@@ -186,7 +191,7 @@ def http_call(base: str, method: str, path: str, body=None, headers=(), tls=None
     try:
         return response.status, json.loads(raw), response.headers
     except ValueError:
-        return response.status, raw.decode(), response.headers
+        return response.status, raw.decode(errors="replace"), response.headers
 
 
 class Running:

@@ -2,7 +2,6 @@
 "The edges hold" (a body that froze the event loop, nesting, cross-site posts, slow and vanishing
 clients, bad headers) over a real uvicorn server on loopback with a fake predictor."""
 
-import http.client
 import json
 import logging
 import socket
@@ -11,7 +10,7 @@ import time
 
 import pytest
 from fakes import FakePredictor
-from servers import wait_for
+from servers import http_call, wait_for
 
 from serving.server.http_api import MAX_TIMEOUT_MS
 
@@ -19,25 +18,8 @@ from serving.server.http_api import MAX_TIMEOUT_MS
 def send(api, method, path, body=None, headers=(), host="127.0.0.1"):
     """(status, JSON or text, headers): one request with exactly the headers given (the Host
     too: `host`, None for none); `body` bytes or str, sent with a Content-Length."""
-    connection = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=30)
-    try:
-        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        if host is not None:
-            connection.putheader("Host", host)
-        for key, value in headers:
-            connection.putheader(key, value)
-        data = body.encode() if isinstance(body, str) else body
-        if data is not None:
-            connection.putheader("Content-Length", str(len(data)))
-        connection.endheaders(data)
-        response = connection.getresponse()
-        raw = response.read()
-    finally:
-        connection.close()
-    try:
-        return response.status, json.loads(raw), response.headers
-    except ValueError:
-        return response.status, raw.decode(errors="replace"), response.headers
+    given = ([("Host", host)] if host is not None else []) + list(headers)
+    return http_call(api.base, method, path, body, given, exact=True)
 
 
 JSON = (("Content-Type", "application/json"),)
@@ -291,7 +273,7 @@ def test_bad_request_lines_are_400_with_one_log_line_per_interval(running, caplo
     """Finding 11: every request with a bad Content-Length logged a WARNING."""
     from serving.server import http_api
 
-    monkeypatch.setattr(http_api._QUIET, "last", float("-inf"))  # other tests' bad requests
+    monkeypatch.setattr(http_api._QUIET.limit, "last", float("-inf"))  # other tests' bad requests
     api = running()
     with caplog.at_level(logging.INFO):
         for _ in range(50):

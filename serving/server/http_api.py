@@ -589,18 +589,14 @@ class _QuietInvalidRequests(logging.Filter):
 
     def __init__(self, every: float = 10.0):
         super().__init__()
-        self.every, self.last, self.quiet = every, float("-inf"), 0
-        self._lock = threading.Lock()
+        self.limit = RateLimitedLog(every)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage() != "Invalid HTTP request received.":
             return True
-        now = time.monotonic()
-        with self._lock:
-            if now - self.last < self.every:
-                self.quiet += 1
-                return False
-            quiet, self.quiet, self.last = self.quiet, 0, now
+        quiet = self.limit.due()
+        if quiet is None:
+            return False
         record.msg = "invalid HTTP requests answered 400" + (
             f" ({quiet + 1} since the last such line)" if quiet else ""
         )

@@ -185,15 +185,23 @@ class RateLimitedLog:
         self.every, self.level, self.last, self.quiet = every, level, float("-inf"), 0
         self._lock = threading.Lock()
 
-    def __call__(self, message: str, *args) -> bool:
-        """Logs `message % args` unless a line was logged less than `every` s ago; True if
-        it was logged."""
+    def due(self) -> int | None:
+        """For an event: None if a line was logged less than `every` s ago (the event is
+        counted), else the number of events left out since that line (a line is due now)."""
         now = time.monotonic()
         with self._lock:
             if now - self.last < self.every:
                 self.quiet += 1
-                return False
+                return None
             quiet, self.quiet, self.last = self.quiet, 0, now
+        return quiet
+
+    def __call__(self, message: str, *args) -> bool:
+        """Logs `message % args` unless a line was logged less than `every` s ago; True if
+        it was logged."""
+        quiet = self.due()
+        if quiet is None:
+            return False
         more = f" (and {quiet} more since the last such line)" if quiet else ""
         log.log(self.level, message + "%s", *args, more)
         return True

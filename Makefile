@@ -184,7 +184,7 @@ bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC (1/8/32 clients) and HTTP (1/32) vs 
 	$(BIN)/python -m serving.bench --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 bench-hostile: $(T_MODEL) $(C_MODEL)  ## small-request p99 and server RSS under the heaviest admitted requests
-	@echo "==> 32 small clients alone, then beside 2 clients of the heaviest admitted requests (~90 s)"
+	@echo "==> 32 small clients alone, then beside 2 clients of the heaviest admitted requests, over gRPC then HTTP (~3 min)"
 	$(BIN)/python -m serving.bench.hostile --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 bench-decode: $(T_MODEL)  ## greedy and beam-5 sentences/s at batch 1 and 32, in-process (MODELS=)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from seq2seq.config import ConfigError, load_config
@@ -81,6 +82,28 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per text, full scores")
 
 
+def _stop_on_signals():
+    """SIGTERM or SIGINT (Ctrl-C) while training: the step under way finishes, a checkpoint is
+    written at it and the run returns (it resumes from there); a second signal exits at once.
+    Returns the check the training loop polls."""
+    import signal
+
+    def stop() -> bool:
+        return stop.signum is not None
+
+    stop.signum = None
+
+    def on_signal(signum, _frame):
+        if stop.signum is not None:
+            os.write(2, f"signal {signum} again: exiting without a checkpoint\n".encode())
+            os._exit(128 + signum)
+        stop.signum = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +112,19 @@ def main(argv=None) -> int:
     p = sub.add_parser("train", help="train (resumes from the run's last checkpoint)")
     _common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--publish",
+        metavar="REPOSITORY",
+        default=None,
+        help="live training: export versions into this model repository as the run improves, "
+        "its progress beside them (training.json), and at the end evaluate and export the final "
+        "version (what make serve runs)",
+    )
+    p.add_argument(
+        "--until-first-version",
+        action="store_true",
+        help="with --publish: stop (resumable) once the run has exported a first version",
+    )
     p = sub.add_parser("evaluate", help="score the best checkpoint on the test split")
     _common(p)
     p.add_argument("--eval-file", default=None, help="TSV to evaluate instead of the test split")
@@ -143,8 +179,20 @@ def main(argv=None) -> int:
             )
         elif args.command == "train":
             cfg = _config(args)
-            summary = _task_module(cfg.task).run_training(cfg, progress=not args.no_progress)
+            if args.until_first_version and not args.publish:
+                raise ValueError("--until-first-version needs --publish <repository>")
+            stop = _stop_on_signals()
+            summary = _task_module(cfg.task).run_training(
+                cfg,
+                progress=not args.no_progress,
+                publish=args.publish,
+                until_first_version=args.until_first_version,
+                stop=stop,
+            )
             print(json.dumps(summary, indent=2))
+            if stop():
+                print(f"stopped by a signal at step {summary['steps']}; it resumes from there")
+                return 128 + stop.signum
         elif args.command == "evaluate":
             cfg = _config(args)
             _task_module(cfg.task).run_evaluation(cfg)

@@ -102,6 +102,12 @@ class TrainConfig:
     max_minutes: float = 0.0  # also stop after this much wall time (0: no limit)
     eval_every: int = 500  # validate (loss and score) every this many steps
     checkpoint_every: int = 500  # save a resumable checkpoint every this many steps
+    # Live training (`train --publish <repository>`, what `make serve` runs): a first version is
+    # exported after `first_export_step` steps (0: at the first validation), then a new one at a
+    # validation whose loss beats every earlier one, at least `export_every` steps after the last
+    # (0: at every such validation); at the end, the final version with its test scores.
+    first_export_step: int = 0
+    export_every: int = 0
     patience: int = 0  # early stop after this many evaluations without improvement (0: off)
     log_every: int = 50  # TensorBoard scalars every this many steps
     seed: int = 0  # weights, dropout and batch order
@@ -340,6 +346,8 @@ def validate(cfg: Config) -> None:
     for name, value in (
         ("train.warmup_steps", t.warmup_steps),
         ("train.patience", t.patience),
+        ("train.first_export_step", t.first_export_step),
+        ("train.export_every", t.export_every),
         ("data.max_words", d.max_words),
     ):
         if not isinstance(value, int) or value < 0:

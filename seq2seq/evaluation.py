@@ -3,11 +3,9 @@ per-class precision/recall and the confusion matrix for classification."""
 
 from __future__ import annotations
 
-import re
-
 import sacrebleu
 
-WORD = re.compile(r"\w+(?:[.,:]\d+)*", re.UNICODE)  # a word, or a number like 3.5 or 10,000
+from seq2seq.words import WORD
 
 
 def translation_scores(hypotheses: list[str], references: list[list[str]]) -> dict:

@@ -31,6 +31,9 @@ MAX_INPUT_TOKENS = {"translate": 200, "classify": 256}
 # --- files ------------------------------------------------------------------------------------
 ASSETS = "assets.extra"
 METADATA_FILE = "metadata.json"
+# Beside the versions, written by a run training live into the repository (seq2seq.publish):
+# its progress and exported versions, read by the server.
+TRAINING_FILE = "training.json"
 SOURCE_SPM, TARGET_SPM = "source.spm", "target.spm"  # translation
 TOKENIZER_SPM, LABELS_FILE = "tokenizer.spm", "labels.json"  # classification
 

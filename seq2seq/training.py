@@ -137,6 +137,8 @@ class RunState:
         return int(self.step) >= cfg.max_steps or bool(self.stopped_early) or self.out_of_time(cfg)
 
     def stop_reason(self, cfg: TrainConfig) -> str:
+        if not self.finished(cfg):
+            return "stopped"  # a signal, or --until-first-version: it resumes
         if int(self.step) >= cfg.max_steps:
             return "max_steps"
         if self.out_of_time(cfg):
@@ -249,9 +251,9 @@ class Validation:
     """The evaluation hook: runs `evaluate(model)`, keeps the best weights, counts evaluations
     without improvement and says when to stop early (`train.patience`)."""
 
-    def __init__(self, evaluate, state: RunState, checkpoints: RunCheckpoints, log, bar):
+    def __init__(self, evaluate, state: RunState, checkpoints: RunCheckpoints, log, bar, publisher):
         self.evaluate, self.state, self.checkpoints = evaluate, state, checkpoints
-        self.log, self.bar = log, bar
+        self.log, self.bar, self.publisher = log, bar, publisher
         self.last: Evaluation | None = None
 
     def __call__(self, model, patience: int) -> bool:
@@ -271,6 +273,8 @@ class Validation:
         if result.score is not None:
             msg += f", {result.score_name} {result.score:.2f}"
         self.bar.write(msg + (" (best)" if improved else ""))
+        if self.publisher is not None:
+            self.publisher.validated(step, result.loss, result.score, improved)
         return patience > 0 and int(state.bad_evals) >= patience
 
 
@@ -315,11 +319,16 @@ def train(
     loss_kwargs: dict | None = None,
     strategy: tf.distribute.Strategy | None = None,
     progress: bool = True,
+    publisher=None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Trains `model` (already built, created under `strategy.scope()`) and returns a summary.
 
     Writes `run_dir/ckpt` (resumable, latest two), `run_dir/best` (weights with the best
-    validation loss), `run_dir/tb` (TensorBoard) and `run_dir/summary.json`.
+    validation loss), `run_dir/tb` (TensorBoard) and, once the run has ended,
+    `run_dir/summary.json`. `publisher` (seq2seq.publish.Publisher): versions and status into
+    a model repository as the run goes. `stop()` true (a signal came): a checkpoint at the step
+    reached, and the run returns unfinished (stop_reason "stopped"); it resumes from there.
     """
     strategy = strategy or tf.distribute.get_strategy()
     worker, workers = worker_info()
@@ -345,10 +354,18 @@ def train(
         dynamic_ncols=True,
         mininterval=2,
     )
-    validate = Validation(evaluate, state, checkpoints, log, bar)
+    validate = Validation(evaluate, state, checkpoints, log, bar, publisher)
     start, start_elapsed, smoothed = time.time(), float(state.elapsed), None
     bad_steps = 0  # non-finite steps skipped in this process
-    while not state.finished(cfg):
+    if publisher is not None and worker == 0:
+        publisher.started(int(state.step))
+    else:
+        publisher = None
+
+    def halt() -> bool:
+        return bool(stop and stop()) or bool(publisher and publisher.paused())
+
+    while not state.finished(cfg) and not halt():
         for batch in train_batches.iterate(int(state.epoch), int(state.position)):
             loss, grad_norm, norms = train_step(tuple(tf.constant(a) for a in batch))
             loss_value = float(loss)
@@ -378,12 +395,16 @@ def train(
             bar.set_postfix(loss=f"{smoothed:.3f}", refresh=False)
             if s % cfg.log_every == 0:
                 log.training(s, loss_value, grad_norm, optimizer.learning_rate, norms)
+                if publisher is not None:
+                    publisher.logged(s, loss_value, {k: v.numpy() for k, v in norms.items()})
             state.elapsed.assign(start_elapsed + time.time() - start)
             last = s >= cfg.max_steps or state.out_of_time(cfg)
-            stop_early = (s % cfg.eval_every == 0 or last) and validate(model, cfg.patience)
+            check = s % cfg.eval_every == 0 or last
+            check = check or (publisher is not None and publisher.wants_validation(s))
+            stop_early = check and validate(model, cfg.patience)
             if s % cfg.checkpoint_every == 0:
                 checkpoints.save(s)
-            if last or stop_early:
+            if last or stop_early or halt():
                 state.stopped_early.assign(stop_early)
                 break
         else:
@@ -391,11 +412,14 @@ def train(
             state.position.assign(0)
     bar.close()
     checkpoints.save(int(state.step))
-    if evaluate is not None and checkpoints.best_step() is None:
+    finished = state.finished(cfg)
+    if finished and evaluate is not None and checkpoints.best_step() is None:
         checkpoints.save_best(int(state.step))  # no validation ran: the last weights are best
     summary = _summary(model, state, cfg, train_batches, checkpoints, validate, workers)
-    if worker == 0:
+    if worker == 0 and finished:
         write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if publisher is not None and not finished:
+        publisher.ended("paused" if publisher.paused() else "stopped", int(state.step))
     return summary
 
 

@@ -11,11 +11,10 @@ import pytest
 
 from seq2seq.config import ConfigError, load_config
 from seq2seq.data import Batches, DataError, Tokenizer, prepare, read_split, translation_batch
-from seq2seq.data.prepare import _parse_sms, normalize
+from seq2seq.data.preparation import _parse_sms, normalize
 from seq2seq.data.tokenizer import EOS, PAD, SOS
 
-# the module, which `seq2seq.data.prepare` (the function) shadows as an attribute
-prepare_module = importlib.import_module("seq2seq.data.prepare")
+prepare_module = importlib.import_module("seq2seq.data.preparation")
 
 PAIRS = [
     ("I see the cat.", "Veo el gato."),

@@ -4,7 +4,11 @@ may: low-level helpers nothing above them, the client no TensorFlow."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("seq2seq", "serving")
@@ -42,7 +46,13 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             ]
         else:
             continue
-        out.update(t for t in targets if t in known and t != name)
+        for t in targets:
+            # importing a.b.c runs a/__init__ and a/b/__init__ first: those are imported too
+            # (but not the importing module's own packages, which are being imported already)
+            parts = t.split(".")
+            chain = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            out.update(m for m in chain if m in known and not (name + ".").startswith(m + "."))
+    out.discard(name)
     return out
 
 
@@ -82,6 +92,9 @@ def test_the_import_graph_finder_sees_the_real_imports():
     assert "seq2seq.layers.simple_rnn" in graph["seq2seq.layers"]
     assert "seq2seq.tasks.translation" in graph["seq2seq.__main__"]  # imported in a function
     assert "serving.v1.seq2seq_pb2" in graph["serving.client.client"]
+    # a module's packages are imported with it: their __init__ runs first
+    assert "seq2seq.data" in graph["seq2seq.inference"]  # it imports seq2seq.data.tokenizer
+    assert "seq2seq.data" not in graph["seq2seq.data.tokenizer"]  # its own package: no edge
     # and the finder finds a circle when there is one
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -136,7 +149,7 @@ def test_the_library_never_imports_the_server():
 def test_the_export_format_and_inference_stay_below_keras_and_training():
     graph = import_graph()
     # the export format is read by the server and the benchmark: nothing of the package in it
-    assert reachable(graph, "seq2seq.export_format") == set()
+    assert reachable(graph, "seq2seq.export_format") <= {"seq2seq"}  # the package's __init__
     # the server loads exports through seq2seq.inference: no Keras model, layer or training
     heavy = ("seq2seq.models", "seq2seq.layers", "seq2seq.training", "seq2seq.tasks")
     for module in ("seq2seq.inference", "serving.server.predictor", "serving.server.manager"):
@@ -145,11 +158,48 @@ def test_the_export_format_and_inference_stay_below_keras_and_training():
     assert "seq2seq.inference" in graph["serving.server.manager"]
 
 
+TRAINING_SIDE = (
+    "seq2seq.config",
+    "seq2seq.data.augment",
+    "seq2seq.data.pipeline",
+    "seq2seq.data.preparation",
+    "seq2seq.data.sources",
+    "seq2seq.evaluation",
+    "seq2seq.training",
+)
+
+
+def test_the_server_imports_no_training_side_module():
+    """What the server loads stays on the serving side: the tokenizer, not the data package's
+    corpus preparation, batching or configuration (statically, and when really imported)."""
+    graph = import_graph()
+    for module in ("serving.server.main", "serving.server.predictor", "serving.server.http_api"):
+        reach = {m for m in reachable(graph, module) if m.startswith(TRAINING_SIDE)}
+        assert not reach, f"{module} imports {sorted(reach)}"
+    code = (
+        "import sys, serving.server.main, serving.server.predictor, seq2seq.inference\n"
+        "import seq2seq.data.tokenizer\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({TRAINING_SIDE!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+    # and the package still offers its names, each from its module on first use
+    import seq2seq.data as data
+    from seq2seq.data.preparation import prepare
+
+    assert data.prepare is prepare and "read_split" in dir(data)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        data.nothing  # noqa: B018
+
+
 def test_the_http_api_speaks_to_the_servicer_only():
     graph = import_graph()
     reach = reachable(graph, "serving.server.http_api")
     # of the library, only the export format (where the task names are defined)
-    assert {m for m in reach if m.startswith("seq2seq")} <= {"seq2seq.export_format"}, sorted(reach)
+    library = {m for m in reach if m.startswith("seq2seq")}
+    assert library <= {"seq2seq", "seq2seq.export_format"}, sorted(reach)
     assert "serving.server.predictor" not in reach  # same servicer as gRPC, nothing of its own
 
 

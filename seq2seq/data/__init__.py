@@ -1,23 +1,42 @@
-"""Data: pinned corpora, preparation and splits, SentencePiece tokenizers, batching."""
+"""Data: pinned corpora, preparation and splits, SentencePiece tokenizers, batching.
 
-from seq2seq.data.pipeline import Batches, classification_batch, pad, translation_batch
-from seq2seq.data.prepare import normalize, prepare, read_split
-from seq2seq.data.sources import SOURCES, DataError
-from seq2seq.data.tokenizer import EOS, PAD, SOS, UNK, Tokenizer
+The names below are imported from their modules on first use (PEP 562), so importing one
+module of the package (the server's `seq2seq.data.tokenizer`) does not pull in the others:
+corpus preparation, sources and batching are training-side code.
+"""
 
-__all__ = [
-    "Batches",
-    "DataError",
-    "EOS",
-    "PAD",
-    "SOS",
-    "SOURCES",
-    "Tokenizer",
-    "UNK",
-    "classification_batch",
-    "normalize",
-    "pad",
-    "prepare",
-    "read_split",
-    "translation_batch",
-]
+from __future__ import annotations
+
+import importlib
+
+_HOME = {
+    "Batches": "pipeline",
+    "classification_batch": "pipeline",
+    "pad": "pipeline",
+    "translation_batch": "pipeline",
+    "normalize": "preparation",
+    "prepare": "preparation",
+    "read_split": "preparation",
+    "SOURCES": "sources",
+    "DataError": "sources",
+    "EOS": "tokenizer",
+    "PAD": "tokenizer",
+    "SOS": "tokenizer",
+    "UNK": "tokenizer",
+    "Tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # once: later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

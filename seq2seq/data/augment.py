@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 
-from seq2seq.evaluation import WORD
+from seq2seq.words import WORD
 
 CONSONANTS = "bcdfghjklmnprstvz"
 VOWELS = "aeiou"

@@ -15,12 +15,13 @@ from seq2seq import export_format as fmt
 from seq2seq.cluster import worker_info
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, classification_batch, read_split
-from seq2seq.data.prepare import manifest_hash, read_test_split
+from seq2seq.data.preparation import manifest_hash, read_test_split
 from seq2seq.evaluation import classification_scores
 from seq2seq.export import write_version
 from seq2seq.files import one_training_per_run, write_atomic
 from seq2seq.inference import TextClassifier
 from seq2seq.models import Classifier
+from seq2seq.publish import Publisher
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
 MAX_TOKENS = fmt.MAX_INPUT_TOKENS["classify"]  # longer texts are cut
@@ -100,8 +101,15 @@ def init_model(cfg: Config, tok: Tokenizer, labels: list[str], strategy) -> Clas
 
 
 @one_training_per_run
-def run_training(cfg: Config, progress: bool = True) -> dict:
-    """Trains on the train split, validating (early stopping, best weights) on the valid split."""
+def run_training(
+    cfg: Config,
+    progress: bool = True,
+    publish: str | Path | None = None,
+    until_first_version: bool = False,
+    stop=None,
+) -> dict:
+    """Trains on the train split, validating (early stopping, best weights) on the valid split.
+    `publish`, `until_first_version`: as for translation (seq2seq.publish)."""
     cfg.check_run_dir()
     valid_rows = read_split(cfg, "valid")
     strategy = make_strategy()
@@ -135,6 +143,26 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         f"vocab {tok.vocab_size}; "
         f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
     )
+    publisher = None
+    if publish is not None:
+
+        def export_live(training: dict) -> Path:
+            # the temperature of the weights as they are now, fitted on the validation split
+            t = 1.0
+            if len(valid_rows) >= calibration.MIN_TEXTS:
+                truth = np.array([labels.index(r[0]) for r in valid_rows])
+                logits = classifier.logits([r[1] for r in valid_rows])
+                t = calibration.fit_temperature(logits, truth)
+            live = TextClassifier.from_model(model, tok, labels, t)
+            return export_version(cfg, live, publish, {}, t, training)
+
+        publisher = Publisher(
+            publish, "classify", cfg.run_dir, cfg.train, "accuracy", export_live,
+            until_first_version,
+        )  # fmt: skip
+        if publisher.has_final():
+            print(f"{cfg.run_dir} is finished and its final version is in {publish}")
+            return {"steps": publisher.status.get("step"), "stop_reason": "finished"}
     summary = train(
         model,
         make_batches(train_ex, cfg, shuffle=True, shard=worker_info()),
@@ -144,9 +172,22 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         loss_kwargs=loss_kwargs(train_ex),
         strategy=strategy,
         progress=progress,
+        publisher=publisher,
+        stop=stop,
     )
-    if worker_info()[0] == 0:  # the chief writes the run's files
-        summary["calibration"] = calibrate(cfg)
+    if summary["stop_reason"] == "stopped" or worker_info()[0] != 0:
+        return summary  # unfinished (it resumes), or not the chief, which writes the run's files
+    summary["calibration"] = calibrate(cfg)
+    if publisher is not None:
+        rnn = run_evaluation(cfg)["rnn"]
+        test = {"accuracy": rnn["accuracy"], "macro_f1": rnn["macro_f1"]}
+        path = publisher.final(
+            lambda training: run_export(cfg, publish, training),
+            summary["best_step"] or summary["steps"],
+            summary["best_valid_loss"],
+            test,
+        )
+        summary["final_version"] = int(path.name)
     return summary
 
 
@@ -336,10 +377,30 @@ def _per_class_table(scores: dict, labels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:
+def run_export(
+    cfg: Config, repository: str | Path = "models/classify", training: dict | None = None
+) -> Path:
+    """Exports the run's best weights, calibrated, with their test scores (eval.json) as the
+    repository's next version; `training`: the live run's record of them (seq2seq.publish)."""
     t = calibrated_temperature(cfg)
     classifier = load_trained(cfg, temperature=t)
     eval_path = cfg.run_dir / "eval.json"
+    scores = json.loads(eval_path.read_text()) if eval_path.exists() else {}
+    return export_version(cfg, classifier, repository, scores, t, training)
+
+
+def export_version(
+    cfg: Config,
+    classifier: TextClassifier,
+    repository: str | Path,
+    scores: dict,
+    temperature: float,
+    training: dict | None = None,
+) -> Path:
+    """`classifier`'s model as the repository's next version, with `scores` (test split) and
+    `training` (the step and validation scores of a live run) in its metadata."""
+    t = temperature
+    extra = {"training": training} if training else {}
     metadata = fmt.classification_metadata(
         classifier.labels,
         classifier.tokenizer.vocab_size,
@@ -348,8 +409,9 @@ def run_export(cfg: Config, repository: str | Path = "models/classify") -> Path:
         data_manifest_sha256=manifest_hash(cfg)
         if (cfg.data_dir / "manifest.json").exists()
         else None,
-        eval=json.loads(eval_path.read_text()) if eval_path.exists() else {},
+        eval=scores,
         temperature=t,
+        **extra,
     )
     path = write_version(
         Path(repository),

@@ -15,12 +15,13 @@ from seq2seq.cluster import worker_info
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, read_split, translation_batch
 from seq2seq.data.augment import augment_names
-from seq2seq.data.prepare import manifest_hash, read_test_split
+from seq2seq.data.preparation import manifest_hash, read_test_split
 from seq2seq.evaluation import names_kept, translation_scores
 from seq2seq.export import write_version
 from seq2seq.files import one_training_per_run, write_atomic
 from seq2seq.inference import TextTranslator
 from seq2seq.models import Translator
+from seq2seq.publish import Publisher
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
 MAX_TOKENS = fmt.MAX_INPUT_TOKENS["translate"]  # longer sources (and targets) are cut
@@ -101,7 +102,16 @@ def default_decoding(cfg: Config) -> fmt.Decoding:
 
 
 @one_training_per_run
-def run_training(cfg: Config, progress: bool = True) -> dict:
+def run_training(
+    cfg: Config,
+    progress: bool = True,
+    publish: str | Path | None = None,
+    until_first_version: bool = False,
+    stop=None,
+) -> dict:
+    """Trains (resuming the run's checkpoint). `publish`: a model repository that gets versions
+    as the run improves and, at the end, the final one with its test scores (seq2seq.publish);
+    `until_first_version`: stop, resumable, once a first version is there."""
     cfg.check_run_dir()
     strategy = make_strategy()
     src_tok, tgt_tok = tokenizers(cfg)
@@ -140,6 +150,20 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         f"{sum(int(np.prod(v.shape)) for v in model.trainable_variables):,} weights"
     )
     shard = worker_info()
+    publisher = None
+    if publish is not None:
+        publisher = Publisher(
+            publish,
+            "translate",
+            cfg.run_dir,
+            cfg.train,
+            "bleu_greedy",
+            lambda training: export_version(cfg, translator, publish, {}, training),
+            until_first_version,
+        )
+        if publisher.has_final():
+            print(f"{cfg.run_dir} is finished and its final version is in {publish}")
+            return {"steps": publisher.status.get("step"), "stop_reason": "finished"}
     summary = train(
         model,
         make_batches(train_ex, cfg, shuffle=True, shard=shard),
@@ -149,7 +173,21 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
         loss_kwargs={"label_smoothing": cfg.train.label_smoothing},
         strategy=strategy,
         progress=progress,
+        publisher=publisher,
+        stop=stop,
     )
+    if publisher is not None and summary["stop_reason"] != "stopped" and worker_info()[0] == 0:
+        scores = run_evaluation(cfg, progress=progress)
+        test = {k: scores[k][m] for k in ("greedy", "beam") for m in ("bleu",)}
+        test = {f"{k}_bleu": v for k, v in test.items()}
+        test["beam_names_kept"] = scores["beam"]["names_kept"]
+        path = publisher.final(
+            lambda training: run_export(cfg, publish, training),
+            summary["best_step"] or summary["steps"],
+            summary["best_valid_loss"],
+            test,
+        )
+        summary["final_version"] = int(path.name)
     return summary
 
 
@@ -184,7 +222,7 @@ def read_eval_file(path: str) -> tuple[list[str], list[list[str]]]:
     return sources, refs
 
 
-def run_evaluation(cfg: Config, decoders=("greedy", "beam")) -> dict:
+def run_evaluation(cfg: Config, decoders=("greedy", "beam"), progress: bool = True) -> dict:
     if cfg.eval.eval_file:
         sources, refs = read_eval_file(cfg.eval.eval_file)
         where = cfg.eval.eval_file
@@ -197,7 +235,7 @@ def run_evaluation(cfg: Config, decoders=("greedy", "beam")) -> dict:
     for name in decoders:
         k = 1 if name == "greedy" else cfg.eval.beam_size
         start = time.time()
-        hyps = [h[0] for h in translator.translate(sources, beam_size=k, progress=True)]
+        hyps = [h[0] for h in translator.translate(sources, beam_size=k, progress=progress)]
         scores = translation_scores([h.text for h in hyps], refs)
         scores["decode_seconds"] = round(time.time() - start, 1)
         scores["beam_size"] = k
@@ -225,11 +263,28 @@ def run_evaluation(cfg: Config, decoders=("greedy", "beam")) -> dict:
     return results
 
 
-def run_export(cfg: Config, repository: str | Path = "models/translate") -> Path:
+def run_export(
+    cfg: Config, repository: str | Path = "models/translate", training: dict | None = None
+) -> Path:
+    """Exports the run's best weights with their test scores (eval.json) as the repository's
+    next version; `training`: the live run's record of them (seq2seq.publish)."""
     translator = load_trained(cfg)
     eval_path = cfg.run_dir / "eval.json"
     scores = json.loads(eval_path.read_text()) if eval_path.exists() else {}
     scores.pop("examples", None)
+    return export_version(cfg, translator, repository, scores, training)
+
+
+def export_version(
+    cfg: Config,
+    translator: TextTranslator,
+    repository: str | Path,
+    scores: dict,
+    training: dict | None = None,
+) -> Path:
+    """`translator`'s model as the repository's next version, with `scores` (test split) and
+    `training` (the step and validation scores of a live run) in its metadata."""
+    extra = {"training": training} if training else {}
     src_lang, tgt_lang = languages(cfg)
     metadata = fmt.translation_metadata(
         src_lang,
@@ -243,6 +298,7 @@ def run_export(cfg: Config, repository: str | Path = "models/translate") -> Path
         if (cfg.data_dir / "manifest.json").exists()
         else None,
         eval=scores,
+        **extra,
     )
     path = write_version(
         Path(repository),

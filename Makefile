@@ -121,7 +121,8 @@ MODEL_DIR ?= $(if $(filter tiny,$(PRESET)),models-tiny,models)
 # HOST, PORT, DEVICE, TOKEN_FILE, TLS_CERT, TLS_KEY, METRICS_PORT (unset: the config's or default),
 # and HTTP_PORT / HTTP_HOST: the web page and HTTP/JSON API (8080 here; -1 turns them off).
 HTTP_PORT ?= 8080
-SERVE_OPTS = --model-dir $(MODEL_DIR) $(if $(SERVE_CONFIG),--config $(SERVE_CONFIG)) \
+SERVE_OPTS = --model-dir $(MODEL_DIR) $(SERVER_OPTS)
+SERVER_OPTS = $(if $(SERVE_CONFIG),--config $(SERVE_CONFIG)) \
              --http-port $(HTTP_PORT) $(if $(HTTP_HOST),--http-host $(HTTP_HOST)) \
              $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) \
              $(if $(DEVICE),--device $(DEVICE)) $(if $(TOKEN_FILE),--token-file $(TOKEN_FILE)) \
@@ -172,9 +173,13 @@ $(C_MODEL): $(C_DATA) $(C_GONE)
 serve-check: | $(STAMP)  ## check the server settings and port (make serve does it first)
 	@$(BIN)/python -m serving $(SERVE_OPTS) --check
 
-serve: serve-check $(T_MODEL) $(C_MODEL)  ## venv, data, train + export if missing, then serve (Ctrl-C stops)
+# The server starts as soon as the data is there; the models train behind it (serving/launcher.py):
+# each better version is served as it is exported, and the run goes on to its full schedule.
+serve: serve-check $(T_DATA) $(C_DATA)  ## venv, data, then serve while the models train behind it (Ctrl-C stops)
 	@echo "==> serving $(MODEL_DIR)/ (new versions exported there are picked up live)"
-	$(BIN)/python -m serving $(SERVE_OPTS)
+	$(BIN)/python -m serving.launcher --preset $(PRESET) --dataset $(DATASET) \
+		--model-dir $(MODEL_DIR) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s)) \
+		-- $(SERVER_OPTS)
 
 screenshot: | $(STAMP)  ## picture the page of a running make serve → docs/images/web-page.png (URL=)
 	$(BIN)/python tests/browser.py $(or $(URL),http://127.0.0.1:$(HTTP_PORT)/) docs/images/web-page.png

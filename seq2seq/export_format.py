@@ -265,6 +265,7 @@ def describe(metadata: dict, version: int) -> dict:
         if isinstance(calibration, dict) and "ece_after" in calibration:
             scores["ece"] = float(calibration["ece_after"])
     decoding = default_decoding(m) if m["task"] == "translate" else None
+    training = m.get("training") if isinstance(m.get("training"), dict) else {}
     return {
         "task": m["task"],
         "version": version,
@@ -278,6 +279,8 @@ def describe(metadata: dict, version: int) -> dict:
         "default_beam_size": decoding.beam_size if decoding else 0,
         "default_max_length": decoding.max_length if decoding else 0,
         "default_length_penalty": decoding.length_penalty if decoding else 0.0,
+        "trained_steps": int(training.get("step") or 0),
+        "intermediate": training.get("final") is False,
     }
 
 

@@ -228,3 +228,15 @@ class Publisher:
         path = self._export(step, loss, self.score_at(step), True, test, export)
         self.ended("finished", int(self.status.get("step", step)))
         return path
+
+
+def set_state(repository: str | Path, task: str, run_dir: Path, state: str, message: str) -> None:
+    """Records a run's state from outside the training process (`make serve`'s launcher:
+    "queued" before its training starts, "failed" when the process died), keeping what the run
+    wrote (its curves and versions) when the status file is this run's."""
+    status = Publisher(repository, task, run_dir, None, "", lambda _: Path()).status
+    status.update(state=state, message=message, updated=time.time())
+    if state != "training":
+        status["steps_per_second"] = None
+    Path(repository).mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(repository) / TRAINING_FILE, json.dumps(status, separators=(",", ":")) + "\n")

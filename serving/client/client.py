@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -83,6 +84,42 @@ def _hypothesis(h) -> Hypothesis:
 
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+def _maybe(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _training(t) -> dict:
+    """A TrainingStatus message as a plain dict (None where a number is not known)."""
+    return {
+        "state": t.state,
+        "improving": t.improving,
+        "step": t.step,
+        "total_steps": t.total_steps,
+        "steps_per_second": t.steps_per_second or None,
+        "score_name": t.score_name,
+        "latest_validation": {
+            "step": t.latest_validation_step,
+            "loss": _maybe(t.latest_valid_loss),
+            "score": _maybe(t.latest_valid_score),
+        }
+        if t.latest_validation_step
+        else None,
+        "versions": [
+            {
+                "version": v.version,
+                "step": v.step,
+                "valid_loss": _maybe(v.valid_loss),
+                "valid_score": _maybe(v.valid_score),
+                "final": v.final,
+            }
+            for v in t.versions
+        ],
+        "next_check_step": t.next_check_step or None,
+        "next_check_seconds": None if t.next_check_seconds < 0 else t.next_check_seconds,
+        "message": t.message,
+    }
 
 
 class Client:
@@ -237,8 +274,11 @@ class Client:
                     "default_length_penalty": round(m.default_length_penalty, 6),
                     "version_labels": list(m.version_labels),
                     "is_default": m.is_default,
+                    "trained_steps": m.trained_steps,
+                    "intermediate": m.intermediate,
                 }
                 for m in r.models
             ],
+            "training": {names.get(t.task, "unspecified"): _training(t) for t in r.training},
             "limits": {f.name: getattr(r.limits, f.name) for f in r.limits.DESCRIPTOR.fields},
         }

@@ -47,6 +47,10 @@ class ModelsSection:
     poll_seconds: float = 2.0  # how often to look for new versions and config changes (0: never)
     versions: dict = field(default_factory=dict)  # {task: {latest: N} | {specific: [v, …]}}
     labels: dict = field(default_factory=dict)  # {task: {label: version}}
+    # Intermediate versions of a live training run (make serve) kept on disk: the newest N;
+    # older ones are deleted unless a label names them or the server serves them. 0: keep all.
+    # Final versions and versions exported by hand are never deleted.
+    keep_intermediate: int = 3
 
     def policies(self):
         return versions.parse_policies(self.versions)
@@ -115,6 +119,11 @@ class ServingConfig:
             raise ValueError(
                 "server.memory_budget_mib must be -1 (none), 0 (auto: 1.5 × the RSS once the "
                 f"models are loaded) or a number of MiB, got {s.memory_budget_mib}"
+            )
+        if not isinstance(self.models.keep_intermediate, int) or self.models.keep_intermediate < 0:
+            raise ValueError(
+                "models.keep_intermediate must be an integer ≥ 0 (0: keep every version), got "
+                f"{self.models.keep_intermediate!r}"
             )
         if min(s.grace_seconds, s.drain_seconds, self.models.poll_seconds) < 0:
             raise ValueError(

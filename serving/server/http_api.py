@@ -75,9 +75,14 @@ HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-API_ROUTES = {"/v1/translate": "POST", "/v1/classify": "POST", "/v1/models": "GET"}
+API_ROUTES = {
+    "/v1/translate": "POST",
+    "/v1/classify": "POST",
+    "/v1/models": "GET",
+    "/v1/training": "GET",
+}
 # Routes counted by name in the metrics; any other path is counted as "other".
-METRIC_ROUTES = ("/v1/translate", "/v1/classify", "/v1/models", "/healthz", "/readyz", "/")
+METRIC_ROUTES = (*API_ROUTES, "/healthz", "/readyz", "/")
 # The page loads only its own files: no inline script, nothing from elsewhere.
 PAGE_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -248,6 +253,7 @@ class HttpApi:
             Route("/v1/translate", translate, methods=["POST"]),
             Route("/v1/classify", classify, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/training", self._training, methods=["GET"]),
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
             Route("/v1/{rest:path}", self._unknown, methods=ALL_METHODS),
@@ -393,21 +399,40 @@ class HttpApi:
         finally:
             self._active -= 1
 
+    def _task_query(self, request: Request) -> str | None:
+        """The optional `task=` of a GET; ApiError for anything else."""
+        unknown = sorted(set(request.query_params) - {"task"})
+        if unknown:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown query parameter {unknown[0]!r}; {request.url.path} takes task=",
+            )
+        task = request.query_params.get("task")
+        if task is not None and task not in TASK_ENUMS:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown task {task!r}; tasks: {', '.join(TASK_ENUMS)}",
+            )
+        return task
+
+    async def _training(self, request: Request) -> Response:
+        """What each task's training says, with its curves: the page's learning panel."""
+        try:
+            self._check(request)
+            task = self._task_query(request)
+            if self.servicer is None:
+                raise ApiError(grpc.StatusCode.UNAVAILABLE, "the server is starting")
+            found = await anyio.to_thread.run_sync(
+                self.servicer.predictor.training, task, True, limiter=self._limiter
+            )
+            return JSONResponse({"training": found}, headers={"cache-control": "no-cache"})
+        except ApiError as err:
+            return error_response(err)
+
     async def _models(self, request: Request) -> Response:
         try:
             self._check(request)
-            unknown = sorted(set(request.query_params) - {"task"})
-            if unknown:
-                raise ApiError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"unknown query parameter {unknown[0]!r}; /v1/models takes task=",
-                )
-            task = request.query_params.get("task")
-            if task is not None and task not in TASK_ENUMS:
-                raise ApiError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"unknown task {task!r}; tasks: {', '.join(TASK_ENUMS)}",
-                )
+            task = self._task_query(request)
             message = pb.GetModelMetadataRequest(task=TASK_ENUMS.get(task, pb.TASK_UNSPECIFIED))
             context = _Context(self._deadline(request))
             self._admit()

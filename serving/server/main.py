@@ -270,6 +270,7 @@ def serve(
             labels=cfg.models.version_labels(),
             on_poll=watcher,
             on_change=memory.models_changed,
+            keep_intermediate=cfg.models.keep_intermediate,
         )
     except ValueError as err:  # a label pointing at a version that is not served
         raise SystemExit(f"error: {err}") from None

@@ -19,13 +19,17 @@ version to run a request on. No gRPC here.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from seq2seq import export_format as fmt
 from serving.server.errors import TASKS, InvalidRequest, ModelUnavailable, VersionNotFound
+from serving.server.learning import TrainingStatus
 from serving.server.versions import VersionPolicy, check_labels
 
 log = logging.getLogger("seq2seq.serving")
@@ -78,6 +82,8 @@ class VersionManager:
             follows the models this way).
         load: (path, task) → a loaded, warmed-up model with `.version`, `.task` and `release()`
             (default: seq2seq.inference.ExportedModel).
+        keep_intermediate: intermediate versions of a live training run kept on disk (`prune`);
+            0: none is deleted.
     """
 
     def __init__(
@@ -88,8 +94,11 @@ class VersionManager:
         metrics=None,
         on_change: Callable[[], None] | None = None,
         load: Callable[[Path, str], object] = _load_export,
+        keep_intermediate: int = 0,
     ):
         self.model_dir = Path(model_dir)
+        self.keep_intermediate = keep_intermediate
+        self.training = {task: TrainingStatus(self.model_dir / task) for task in TASKS}
         self.metrics = metrics or NullMetrics()
         self._on_change = on_change
         self._load_model = load
@@ -145,8 +154,11 @@ class VersionManager:
         with self._lock:
             served = self._served.get(task)
             if not served:
+                expected = self.training[task].expected()
                 raise ModelUnavailable(
-                    f"no {task} model is loaded: export one into {self.model_dir / task}/"
+                    f"no {task} model is loaded yet: {expected}"
+                    if expected
+                    else f"no {task} model is loaded: export one into {self.model_dir / task}/"
                     f"<version>/ (make export-{task}); the server picks it up"
                 )
             have = ", ".join(map(str, sorted(served, reverse=True)))
@@ -250,6 +262,46 @@ class VersionManager:
             models = self.models
             return models[task].version if task in models else None
 
+    def prune(self, task: str) -> list[int]:
+        """Deletes the intermediate versions of a live training run (metadata `training.final`
+        false) older than the newest `keep_intermediate` of them, unless a label names one or
+        it is served. Final versions and versions exported by hand are never touched. Each is
+        renamed away first (a reader never sees half a folder), then removed. Returns them."""
+        if self.keep_intermediate <= 0:
+            return []
+        repository = self.model_dir / task
+        with self._lock:
+            keep = set(self._served[task]) | set(self._labels.get(task, {}).values())
+        intermediate = []
+        for version in fmt.versions(repository):
+            try:
+                meta = json.loads((repository / str(version) / fmt.ASSETS / fmt.METADATA_FILE)
+                                  .read_text())  # fmt: skip
+            except (OSError, ValueError):
+                continue
+            training = meta.get("training") if isinstance(meta, dict) else None
+            if isinstance(training, dict) and training.get("final") is False:
+                intermediate.append(version)
+        deleted = []
+        for version in intermediate[: -self.keep_intermediate]:
+            if version in keep:
+                continue
+            gone = repository / f".deleting-{version}-{os.getpid()}"
+            try:
+                (repository / str(version)).rename(gone)
+            except OSError:
+                continue  # another replica got there first
+            shutil.rmtree(gone, ignore_errors=True)
+            deleted.append(version)
+        if deleted:
+            log.info(
+                "%s: deleted intermediate versions %s (models.keep_intermediate %d)",
+                task,
+                ", ".join(map(str, deleted)),
+                self.keep_intermediate,
+            )
+        return deleted
+
     def _load(self, task: str, version: int, wait_until_stable: bool) -> bool:
         path = self.model_dir / task / str(version)
         try:
@@ -313,6 +365,7 @@ class VersionManager:
                 for task in TASKS:
                     try:
                         self.refresh(task)
+                        self.prune(task)
                     except Exception:  # ... and anything the file system does
                         log.exception("looking for new %s versions failed", task)
 

@@ -143,13 +143,19 @@ class Predictor:
         labels: dict[str, dict[str, int]] | None = None,
         on_poll=None,
         on_change=None,
+        keep_intermediate: int = 0,
     ):
         self.model_dir = Path(model_dir)
         self.limits = limits or Limits()
         self.batching = batching or BatchingOptions()
         self.metrics = metrics or NullMetrics()
         self.versions = VersionManager(
-            self.model_dir, policies, labels, metrics=self.metrics, on_change=on_change
+            self.model_dir,
+            policies,
+            labels,
+            metrics=self.metrics,
+            on_change=on_change,
+            keep_intermediate=keep_intermediate,
         )
         self._batchers = {}
         for task in TASKS:
@@ -331,6 +337,17 @@ class Predictor:
             {**model.describe(), "version_labels": labels, "is_default": default}
             for _, model, labels, default in self.versions.described(task)
         ]
+
+    def training(self, task: str | None = None, full: bool = False) -> dict[str, dict]:
+        """{task: what its training says (serving.server.learning)} for the tasks that have a
+        training status; `full`: with the curves."""
+        if task is not None and task not in TASKS:
+            raise InvalidRequest(f"unknown task {task!r}")
+        found = {}
+        for t in TASKS if task is None else (task,):
+            status = self.versions.training[t]
+            found[t] = status.full() if full else status.summary()
+        return {t: s for t, s in found.items() if s is not None}
 
     def close(self) -> None:
         """Stops the watcher and the batchers (queued requests are answered first)."""

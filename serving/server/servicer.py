@@ -6,6 +6,7 @@ It holds no TensorFlow: any object with the predictor's methods works (tests use
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -162,8 +163,14 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
                     default_length_penalty=d["default_length_penalty"],
                     version_labels=d.get("version_labels", []),
                     is_default=d.get("is_default", True),
+                    trained_steps=d.get("trained_steps", 0),
+                    intermediate=d.get("intermediate", False),
                 )
                 for d in described
+            ],
+            training=[
+                training_message(task, status)
+                for task, status in self.predictor.training(TASK_NAMES.get(request.task)).items()
             ],
             limits=pb.Limits(
                 max_texts=lim.max_texts,
@@ -175,6 +182,40 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
                 memory_budget_mib=self.memory.budget_mib if self.memory is not None else 0,
             ),
         )
+
+
+def _number(value, missing: float = math.nan) -> float:
+    return missing if value is None else float(value)
+
+
+def training_message(task: str, s: dict) -> pb.TrainingStatus:
+    """A task's training status (serving.server.learning's summary) as the proto message."""
+    latest = s["latest_validation"] or {}
+    return pb.TrainingStatus(
+        task=TASK_ENUMS[task],
+        state=s["state"],
+        improving=s["improving"],
+        step=s["step"],
+        total_steps=s["total_steps"],
+        steps_per_second=_number(s["steps_per_second"], 0.0),
+        score_name=s["score_name"],
+        latest_validation_step=int(latest.get("step") or 0),
+        latest_valid_loss=_number(latest.get("loss")),
+        latest_valid_score=_number(latest.get("score")),
+        versions=[
+            pb.ExportedVersion(
+                version=int(v["version"] or 0),
+                step=int(v["step"] or 0),
+                valid_loss=_number(v["valid_loss"]),
+                valid_score=_number(v["valid_score"]),
+                final=bool(v["final"]),
+            )
+            for v in s["versions"]
+        ],
+        next_check_step=int(s["next_check_step"] or 0),
+        next_check_seconds=_number(s["next_check_seconds"], -1.0),
+        message=s["message"],
+    )
 
 
 class RateLimitedLog:

@@ -115,7 +115,7 @@ class GetModelMetadataRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, str]] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("task", "version", "source_language", "target_language", "labels", "source_vocab_size", "target_vocab_size", "eval_scores", "dataset", "default_beam_size", "default_max_length", "default_length_penalty", "version_labels", "is_default")
+    __slots__ = ("task", "version", "source_language", "target_language", "labels", "source_vocab_size", "target_vocab_size", "eval_scores", "dataset", "default_beam_size", "default_max_length", "default_length_penalty", "version_labels", "is_default", "trained_steps", "intermediate")
     class EvalScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,8 @@ class ModelMetadata(_message.Message):
     DEFAULT_LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
     VERSION_LABELS_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    INTERMEDIATE_FIELD_NUMBER: _ClassVar[int]
     task: Task
     version: int
     source_language: str
@@ -151,7 +153,55 @@ class ModelMetadata(_message.Message):
     default_length_penalty: float
     version_labels: _containers.RepeatedScalarFieldContainer[str]
     is_default: bool
-    def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ..., default_beam_size: _Optional[int] = ..., default_max_length: _Optional[int] = ..., default_length_penalty: _Optional[float] = ..., version_labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    trained_steps: int
+    intermediate: bool
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., version: _Optional[int] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., source_vocab_size: _Optional[int] = ..., target_vocab_size: _Optional[int] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ..., default_beam_size: _Optional[int] = ..., default_max_length: _Optional[int] = ..., default_length_penalty: _Optional[float] = ..., version_labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., trained_steps: _Optional[int] = ..., intermediate: _Optional[bool] = ...) -> None: ...
+
+class ExportedVersion(_message.Message):
+    __slots__ = ("version", "step", "valid_loss", "valid_score", "final")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALID_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VALID_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    step: int
+    valid_loss: float
+    valid_score: float
+    final: bool
+    def __init__(self, version: _Optional[int] = ..., step: _Optional[int] = ..., valid_loss: _Optional[float] = ..., valid_score: _Optional[float] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class TrainingStatus(_message.Message):
+    __slots__ = ("task", "state", "improving", "step", "total_steps", "steps_per_second", "score_name", "latest_validation_step", "latest_valid_loss", "latest_valid_score", "versions", "next_check_step", "next_check_seconds", "message")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    IMPROVING_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SCORE_NAME_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VALIDATION_STEP_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VALID_LOSS_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VALID_SCORE_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHECK_STEP_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHECK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    state: str
+    improving: bool
+    step: int
+    total_steps: int
+    steps_per_second: float
+    score_name: str
+    latest_validation_step: int
+    latest_valid_loss: float
+    latest_valid_score: float
+    versions: _containers.RepeatedCompositeFieldContainer[ExportedVersion]
+    next_check_step: int
+    next_check_seconds: float
+    message: str
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., state: _Optional[str] = ..., improving: _Optional[bool] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., steps_per_second: _Optional[float] = ..., score_name: _Optional[str] = ..., latest_validation_step: _Optional[int] = ..., latest_valid_loss: _Optional[float] = ..., latest_valid_score: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[ExportedVersion, _Mapping]]] = ..., next_check_step: _Optional[int] = ..., next_check_seconds: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_texts", "max_text_chars", "max_beam_size", "max_n_best", "max_output_length", "max_request_cost", "memory_budget_mib")
@@ -172,9 +222,11 @@ class Limits(_message.Message):
     def __init__(self, max_texts: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_beam_size: _Optional[int] = ..., max_n_best: _Optional[int] = ..., max_output_length: _Optional[int] = ..., max_request_cost: _Optional[int] = ..., memory_budget_mib: _Optional[int] = ...) -> None: ...
 
 class GetModelMetadataResponse(_message.Message):
-    __slots__ = ("models", "limits")
+    __slots__ = ("models", "limits", "training")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelMetadata]
     limits: Limits
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelMetadata, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    training: _containers.RepeatedCompositeFieldContainer[TrainingStatus]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelMetadata, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., training: _Optional[_Iterable[_Union[TrainingStatus, _Mapping]]] = ...) -> None: ...

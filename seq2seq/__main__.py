@@ -189,7 +189,8 @@ def main(argv=None) -> int:
                 until_first_version=args.until_first_version,
                 stop=stop,
             )
-            print(json.dumps(summary, indent=2))
+            # under make serve (--publish) one line: it goes to a console beside the server's
+            print(json.dumps(summary, indent=None if args.publish else 2))
             if stop():
                 print(f"stopped by a signal at step {summary['steps']}; it resumes from there")
                 return 128 + stop.signum

@@ -92,10 +92,14 @@ def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
 def mean_loss(model, batches: Batches, loss_kwargs: dict | None = None) -> float:
     """Mean per-token (or per-example) loss of `model` over every batch, without dropout."""
     total, count = 0.0, 0.0
-    fn = tf.function(
-        lambda b: model.compute_loss_sums(b, training=False, **(loss_kwargs or {})),
-        reduce_retracing=True,
-    )
+    fn = getattr(model, "_seq2seq_mean_loss", None) if not loss_kwargs else None
+    if fn is None:  # traced once per model (a validation every few hundred steps reuses it)
+        fn = tf.function(
+            lambda b: model.compute_loss_sums(b, training=False, **(loss_kwargs or {})),
+            reduce_retracing=True,
+        )
+        if not loss_kwargs:
+            model._seq2seq_mean_loss = fn
     for batch in batches.iterate(0):
         s, c = fn(tuple(tf.constant(a) for a in batch))
         total += float(s)

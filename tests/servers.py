@@ -224,3 +224,37 @@ class Running:
 
     def stop(self):
         self.server.stop(timeout=10)
+
+
+SUBJECTS = [("I see", "Veo"), ("We see", "Vemos"), ("They see", "Ven"), ("You see", "Ves")]
+OBJECTS = [
+    ("the cat", "el gato"),
+    ("the dog", "el perro"),
+    ("the house", "la casa"),
+    ("the car", "el coche"),
+    ("the book", "el libro"),
+    ("the tree", "el árbol"),
+]
+
+
+def toy_corpora(root: Path) -> Path:
+    """Both default corpora, made up and tiny, prepared under `root`/data/prepared with the
+    default corpora's names (tatoeba_spa_eng, sentiment), with validation and test splits: what
+    `make serve` reads from a checkout at `root`. Returns `root`."""
+    pairs = [(f"{en} {o_en}.", f"{es} {o_es}.") for en, es in SUBJECTS for o_en, o_es in OBJECTS]
+    reviews = [("pos", f"a good film number {i}") for i in range(40)]
+    reviews += [("neg", f"a bad film number {i}") for i in range(40)]
+    (root / "pairs.tsv").write_text("".join(f"{en}\t{es}\tx\n" for en, es in pairs))
+    (root / "reviews.tsv").write_text("".join(f"{label}\t{text}\n" for label, text in reviews))
+    # The translator validates on its training pairs (no validation split): its loss there keeps
+    # falling, so each validation gives a new version, as on a real corpus.
+    for task, data_file, corpus, valid in (
+        ("translate", "pairs.tsv", "tatoeba_spa_eng", 0),
+        ("classify", "reviews.tsv", "sentiment", 0.15),
+    ):
+        overrides = [f"data.dir={root / 'data' / 'prepared'}", f"data.data_file={root / data_file}"]
+        overrides += [f"data.valid_fraction={valid}", "data.test_fraction=0.15"]
+        cfg = load_config(task, "tiny", None, overrides)
+        prepare(cfg)
+        cfg.data_dir.rename(cfg.data_dir.parent / corpus)
+    return root

@@ -149,3 +149,73 @@ def test_a_server_with_a_token_asks_for_it_and_then_answers(models, driver):
         wait(driver, lambda d: all_of(d, "#hypotheses li"), 60, "no translation")
         assert all_of(driver, "#hypotheses .text")[0].text == "They eat bread."
         assert not error.is_displayed()
+
+
+def test_the_learning_panel_follows_the_run_and_a_new_version_is_announced(
+    models, driver, tmp_path
+):
+    """A run training behind the server (its status file, as seq2seq.publish writes it): the
+    page shows its progress, curves, versions and ‖∂L/∂h_t‖, follows it as it goes on, and says
+    so when a new version loads and answers."""
+    import shutil
+
+    import numpy as np
+
+    from seq2seq.config import TrainConfig
+    from seq2seq.publish import Publisher
+
+    repo = tmp_path / "models"
+    shutil.copytree(models, repo)
+    cfg = TrainConfig(max_steps=1000, eval_every=200, first_export_step=50)
+    exports = iter(["1", "2"])
+    pub = Publisher(
+        repo / "translate", "translate", tmp_path / "run", cfg, "bleu_greedy",
+        lambda training: repo / "translate" / next(exports),
+    )  # fmt: skip
+    pub.started(0)
+    for step in range(20, 220, 20):
+        norms = np.geomspace(1e-4, 1.0, 12) * (1 + step / 100)
+        pub.logged(step, 6.0 - step / 50, {"encoder_0": norms, "decoder_0": norms[:8]})
+    pub.validated(50, 5.2, 0.4, improved=True)
+    pub.validated(200, 3.1, 12.5, improved=False)
+    pub.write()
+    port = free_port()
+    with Server(repo, "--http-port", str(port), "--poll-seconds", "0.5"):
+        ready(driver, f"http://127.0.0.1:{port}/")
+        run = by_id(driver, "run-translate")
+        wait(driver, lambda d: run.is_displayed(), 30, "no learning panel")
+        assert "Translator training" in run.text
+        assert "step 200 of 1,000" in run.text and "next validation at step 400" in run.text
+        assert "v1 · step 50 · validation BLEU 0.4" in run.text
+        heatmaps = all_of(driver, "#run-translate canvas.heat")
+        assert [h.get_attribute("aria-label") for h in heatmaps] == [
+            "‖∂L/∂h_t‖ of encoder_0, time step by training step",
+            "‖∂L/∂h_t‖ of decoder_0, time step by training step",
+        ]
+        painted = driver.execute_script(
+            "const c = arguments[0]; const d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data;"
+            "let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0;"
+            "return n / (d.length / 4)",
+            heatmaps[0],
+        )
+        # drawn up to step 200 of the schedule's 1,000: the first fifth of its width, filled
+        assert 0.17 < painted < 0.23, painted
+
+        # the run goes on: a better validation, a new version exported and loaded
+        shutil.copytree(repo / "translate" / "1", repo / "translate" / "2")
+        for step in range(220, 420, 20):
+            pub.logged(step, 6.0 - step / 50, {"encoder_0": np.ones(12), "decoder_0": np.ones(8)})
+        pub.validated(400, 2.4, 21.0, improved=True)
+        wait(driver, lambda d: "step 400 of 1,000" in by_id(d, "run-translate").text, 30,
+             "the panel did not follow the run")  # fmt: skip
+        assert "v2 · step 400 · validation BLEU 21.0" in by_id(driver, "run-translate").text
+        news = by_id(driver, "news")
+        wait(driver, lambda d: news.is_displayed(), 30, "the new version was not announced")
+        assert news.text == "translate v2 is now served."
+        type_into(driver, "source", "Veo el gato.")
+        submit_with_keyboard(driver, "source")
+        wait(driver, lambda d: by_id(d, "translate-by").text, 60, "no translation")
+        assert by_id(driver, "translate-by").text == "answered by translate v2"
+        pub.ended("finished", 1000)
+        wait(driver, lambda d: "finished" in by_id(d, "run-translate").text, 30, "not finished")

@@ -91,12 +91,23 @@ function fmtScore(name, value) {
   return `${words.join(" ")} ${value.toFixed(digits)}`;
 }
 
+const served = {}; // task → the version a request naming none gets, as last seen
+const trainedAt = {}; // task → {version: trained_steps}
+
 function renderModels(data) {
   const list = $("model-list");
   list.textContent = "";
-  if (!data.models.length) list.append(el("p", {}, "no models are loaded"));
+  if (!data.models.length) list.append(el("p", {}, "no models are loaded yet"));
+  const news = [];
   for (const m of data.models) {
     const task = m.task === "TASK_TRANSLATE" ? "translate" : "classify";
+    trainedAt[task] = { ...(trainedAt[task] || {}), [m.version]: Number(m.trained_steps) };
+    if (!m.is_default) continue;
+    const fresh = served[task] !== Number(m.version);
+    if (fresh && served[task] !== undefined) {
+      news.push(`${task} v${m.version} is now served` +
+        (Number(m.trained_steps) ? ` (trained ${Number(m.trained_steps).toLocaleString("en")} steps)` : ""));
+    }
     const scores = Object.entries(m.eval_scores)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([k, v]) => fmtScore(k, v))
@@ -107,14 +118,19 @@ function renderModels(data) {
         : `${m.dataset} (${m.labels.join(", ")})`],
       ["Test", scores || "—"],
     ];
+    if (Number(m.trained_steps)) {
+      rows.push(["Trained", `${Number(m.trained_steps).toLocaleString("en")} steps` +
+        (m.intermediate ? " (an intermediate version: its run is still training)" : "")]);
+    }
     if (task === "translate") {
       rows.push(["Defaults", `beam ${m.default_beam_size}, max length ${m.default_max_length}, ` +
         `length penalty ${m.default_length_penalty}`]);
-      $("beam").value = m.default_beam_size;
+      if (served.translate === undefined) $("beam").value = m.default_beam_size;
       $("translate-langs").textContent = `${m.source_language} → ${m.target_language}`;
     } else {
       $("classify-dataset").textContent = m.dataset;
     }
+    served[task] = Number(m.version);
     const dl = el("dl");
     for (const [k, v] of rows) dl.append(el("dt", {}, k), el("dd", {}, v));
     list.append(el("article", { class: "model", id: "model-" + task },
@@ -124,9 +140,14 @@ function renderModels(data) {
   $("beam").max = lim.max_beam_size;
   $("nbest").max = Math.min(lim.max_n_best, Number($("beam").value));
   if (Number($("nbest").value) > Number($("nbest").max)) $("nbest").value = $("nbest").max;
-  const names = data.models.map((m) =>
+  const names = data.models.filter((m) => m.is_default).map((m) =>
     `${m.task === "TASK_TRANSLATE" ? "translate" : "classify"} v${m.version}`);
-  setStatus("ok", "ready: " + names.join(", "));
+  if (names.length) setStatus("ok", "ready: " + names.join(", "));
+  else setStatus("", "no model yet: the first versions are training (see Learning below)");
+  if (news.length) {
+    $("news").textContent = news.join("; ") + ".";
+    $("news").hidden = false;
+  }
 }
 
 function setStatus(kind, text) {
@@ -135,9 +156,12 @@ function setStatus(kind, text) {
   status.textContent = text;
 }
 
+// The served versions are looked at again every few seconds: a version exported by a run
+// training behind the server is announced when it loads.
 async function loadModels() {
   try {
     renderModels(await api("GET", "v1/models"));
+    setTimeout(loadModels, 5000);
   } catch (err) {
     if (err.code === 401) {
       $("token-form").hidden = false;
@@ -259,7 +283,15 @@ function renderTranslation(data) {
   });
   $("alignment").hidden = true;
   if (hyps.length) renderAlignment(hyps[0]);
+  answeredBy($("translate-by"), "translate", data.model_version);
   $("translate-result").hidden = false;
+}
+
+// "answered by translate v3 (trained 2,000 steps)"
+function answeredBy(node, task, version) {
+  const steps = (trainedAt[task] || {})[version];
+  node.textContent = `answered by ${task} v${version}` +
+    (steps ? ` (trained ${steps.toLocaleString("en")} steps)` : "");
 }
 
 async function translate(event) {
@@ -292,6 +324,7 @@ function renderClassification(data) {
         el("div", { class: "fill", style: `width: ${pct}` })),
       el("span", { class: "value" }, pct)));
   }
+  answeredBy($("classify-by"), "classify", data.model_version);
   $("classify-result").hidden = false;
 }
 
@@ -301,6 +334,195 @@ async function classify(event) {
     $("classify-result").hidden = true;
     renderClassification(await api("POST", "v1/classify", { texts: [$("review").value] }));
   });
+}
+
+// --- learning: the runs training behind the server ---------------------------------------------
+
+const RUN_TITLES = { translate: "Translator", classify: "Classifier" };
+const STATE_WORDS = {
+  queued: "waiting for its turn",
+  training: "training",
+  paused: "paused: it has its first version and goes on after the other run's",
+  finished: "finished: the final version is served",
+  stopped: "stopped: the next make serve resumes it",
+  interrupted: "interrupted: the next make serve resumes it",
+  failed: "failed",
+};
+
+function fmtDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 90) return `${s} s`;
+  const m = Math.round(s / 60);
+  return m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+const fmtInt = (n) => Number(n).toLocaleString("en");
+
+// A small line chart on a canvas: series of [x, y] points, x from 0 to `xMax`.
+function drawChart(canvas, series, xMax, yLabel) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 320;
+  const height = canvas.clientHeight || 150;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, width, height);
+  const all = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
+  const left = 44, right = 8, top = 8, bottom = 22;
+  g.font = "11px system-ui, sans-serif";
+  g.fillStyle = "#5b6472";
+  g.strokeStyle = "#d9dee6";
+  g.strokeRect(left, top, width - left - right, height - top - bottom);
+  g.fillText("step", width - right - 24, height - 6);
+  g.fillText("0", left, height - 8);
+  g.fillText(fmtInt(xMax), width - right - 64, height - 8);
+  if (!all.length) {
+    g.fillText("no points yet", left + 10, top + 20);
+    return;
+  }
+  let lo = Math.min(...all), hi = Math.max(...all);
+  if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+  g.fillText(hi.toFixed(hi < 10 ? 2 : 0), 2, top + 10);
+  g.fillText(lo.toFixed(lo < 10 ? 2 : 0), 2, height - bottom);
+  const x = (v) => left + (v / Math.max(xMax, 1)) * (width - left - right);
+  const y = (v) => top + (1 - (v - lo) / (hi - lo)) * (height - top - bottom);
+  for (const s of series) {
+    const pts = s.points.filter((p) => Number.isFinite(p[1]));
+    g.strokeStyle = s.color;
+    g.fillStyle = s.color;
+    g.lineWidth = 1.5;
+    g.beginPath();
+    pts.forEach(([px, py], i) => (i ? g.lineTo(x(px), y(py)) : g.moveTo(x(px), y(py))));
+    if (s.line !== false) g.stroke();
+    if (s.dots) for (const [px, py] of pts) g.fillRect(x(px) - 2.5, y(py) - 2.5, 5, 5);
+  }
+  g.fillStyle = "#5b6472";
+  g.fillText(yLabel, left + 6, top + 12);
+}
+
+// ‖∂L/∂h_t‖ (log10) of one SimpleRNN: time step up, training step across (magma-like ramp).
+function drawHeatmap(canvas, steps, columns, xMax) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 320;
+  const height = canvas.clientHeight || 150;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, width, height);
+  const values = columns.flat().filter(Number.isFinite);
+  const rows = Math.max(1, ...columns.map((c) => c.length));
+  if (!values.length) return;
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (hi - lo < 1e-9) hi = lo + 1;
+  const left = 4, right = 4, top = 4, bottom = 4;
+  const w = width - left - right, h = height - top - bottom;
+  const colour = (v) => {
+    const f = (v - lo) / (hi - lo); // 0 dark purple → 1 pale yellow
+    const r = Math.round(20 + 230 * Math.min(1, f * 1.4));
+    const gr = Math.round(10 + 220 * Math.max(0, f - 0.35) / 0.65);
+    const b = Math.round(60 + 100 * Math.sin(Math.PI * Math.min(1, f * 1.2)));
+    return `rgb(${r}, ${gr}, ${b})`;
+  };
+  columns.forEach((column, j) => {
+    const x0 = left + (steps[j - 1] !== undefined ? steps[j - 1] : 0) / Math.max(xMax, 1) * w;
+    const x1 = left + steps[j] / Math.max(xMax, 1) * w;
+    column.forEach((v, t) => {
+      if (!Number.isFinite(v)) return;
+      g.fillStyle = colour(v);
+      g.fillRect(x0, top + h - ((t + 1) / rows) * h, Math.max(1, x1 - x0), h / rows + 0.5);
+    });
+  });
+  canvas.title = `log10 ‖∂L/∂h_t‖ from ${lo.toFixed(1)} (dark) to ${hi.toFixed(1)} (light); ` +
+    `t = 1…${rows} up the side`;
+}
+
+function scoreText(name, value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "";
+  return name === "accuracy" ? `accuracy ${value.toFixed(1)}%` : fmtScore(name.replace("_greedy", ""), value);
+}
+
+function renderRun(task, s) {
+  const box = el("article", { class: "run", id: "run-" + task });
+  const state = STATE_WORDS[s.state] || s.state;
+  box.append(el("h3", {}, RUN_TITLES[task] || task, " ",
+    el("span", { class: "run-state state-" + s.state }, state)));
+  const progress = el("progress", { max: s.total_steps || 1, value: s.step || 0 });
+  const facts = [`step ${fmtInt(s.step)} of ${fmtInt(s.total_steps)}`];
+  if (s.steps_per_second) facts.push(`${s.steps_per_second.toFixed(1)} steps/s`);
+  if (s.state === "training" && s.next_check_step) {
+    facts.push(`next validation at step ${fmtInt(s.next_check_step)}` +
+      (s.next_check_seconds !== null ? ` in about ${fmtDuration(s.next_check_seconds)}` : ""));
+  }
+  if (s.message) facts.push(s.message);
+  box.append(el("div", { class: "run-progress" }, progress,
+    el("span", { class: "run-facts" }, facts.join(" · "))));
+
+  const charts = el("div", { class: "charts" });
+  const loss = el("canvas", { class: "chart", role: "img",
+    "aria-label": `${RUN_TITLES[task]}: training loss and validation loss by step` });
+  const score = el("canvas", { class: "chart", role: "img",
+    "aria-label": `${RUN_TITLES[task]}: validation ${s.score_name} by step` });
+  charts.append(el("figure", {}, loss, el("figcaption", {}, "loss: training (line), validation (squares)")),
+    el("figure", {}, score, el("figcaption", {}, `validation ${s.score_name.replace("_", " ")}`)));
+  const layers = Object.entries((s.grad_norms || {}).layers || {});
+  const maps = [];
+  for (const [name, columns] of layers) {
+    const canvas = el("canvas", { class: "chart heat", role: "img",
+      "aria-label": `‖∂L/∂h_t‖ of ${name}, time step by training step` });
+    maps.push([canvas, columns]);
+    charts.append(el("figure", {}, canvas, el("figcaption", {}, `‖∂L/∂h_t‖ of ${name}`)));
+  }
+  box.append(charts);
+
+  const versions = el("ol", { class: "run-versions" });
+  for (const v of s.versions) {
+    const bits = [`v${v.version}`, `step ${fmtInt(v.step)}`];
+    const sc = scoreText(s.score_name, v.valid_score);
+    if (sc) bits.push("validation " + sc);
+    if (v.final) bits.push("final");
+    if (v.test) {
+      bits.push("test " + Object.entries(v.test).map(([k, x]) =>
+        (k.includes("names") || k === "accuracy" || k === "macro_f1") && x <= 1
+          ? `${k.replace(/_/g, " ")} ${(x * 100).toFixed(1)}%` : fmtScore(k, x)).join(", "));
+    }
+    versions.append(el("li", { class: v.final ? "final" : "" }, bits.join(" · ")));
+  }
+  box.append(el("div", { class: "run-versions-box" },
+    el("h4", {}, "Versions exported"),
+    s.versions.length ? versions : el("p", { class: "hint" }, "none yet")));
+  // drawn once in the page (the canvases need their laid-out size)
+  requestAnimationFrame(() => {
+    drawChart(loss, [
+      { points: s.train_loss, color: "#1f5fbf" },
+      { points: s.validations.map((v) => [v.step, v.loss]), color: "#c0392b", dots: true, line: false },
+    ], s.total_steps, "loss");
+    drawChart(score, [
+      { points: s.validations.map((v) => [v.step, v.score]), color: "#2e8b57", dots: true },
+    ], s.total_steps, s.score_name);
+    for (const [canvas, columns] of maps) drawHeatmap(canvas, s.grad_norms.steps, columns, s.total_steps);
+  });
+  return box;
+}
+
+let trainingTimer = null;
+async function loadTraining() {
+  clearTimeout(trainingTimer);
+  let next = 5000;
+  try {
+    const data = await api("GET", "v1/training");
+    const runs = Object.entries(data.training);
+    $("learning").hidden = !runs.length;
+    const box = $("runs");
+    box.textContent = "";
+    for (const [task, s] of runs) box.append(renderRun(task, s));
+    // while something still trains, every 5 s; after that the finished run stays on the page
+    if (!runs.some(([, s]) => s.improving)) next = 60000;
+  } catch (err) {
+    if (err.code === 401) next = 60000;
+  }
+  trainingTimer = setTimeout(loadTraining, next);
 }
 
 // --- wiring -----------------------------------------------------------------------------------
@@ -336,6 +558,7 @@ function wire() {
     loadModels();
   });
   loadModels();
+  loadTraining();
 }
 
 wire();

@@ -28,7 +28,7 @@ C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve bench-hostile gpu-check serve serve-check screenshot clean data data-translate data-classify \
+.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve bench-hostile bench-live gpu-check serve serve-check screenshot clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos report
 
@@ -191,6 +191,11 @@ bench-serve: $(T_MODEL) $(C_MODEL)  ## gRPC (1/8/32 clients) and HTTP (1/32) vs 
 bench-hostile: $(T_MODEL) $(C_MODEL)  ## small-request p99 and server RSS under the heaviest admitted requests
 	@echo "==> 32 small clients alone, then beside 2 clients of the heaviest admitted requests, over gRPC then HTTP (~3 min)"
 	$(BIN)/python -m serving.bench.hostile --model-dir $(MODEL_DIR) $(BENCH_ARGS)
+
+bench-live: | $(STAMP)  ## while make serve trains: one-sentence latency with the training running vs paused
+	@echo "==> one-sentence translations against the running make serve, training paused / running (~1 min)"
+	$(BIN)/python -m serving.bench.live --model-dir $(MODEL_DIR) \
+		--target 127.0.0.1:$(or $(PORT),50051) $(BENCH_ARGS)
 
 bench-decode: $(T_MODEL)  ## greedy and beam-5 sentences/s at batch 1 and 32, in-process (MODELS=)
 	@echo "==> benchmarking decoding of the exported translator (~2 min)"

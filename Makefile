@@ -12,7 +12,8 @@ STAMP  := $(VENV)/.installed$(if $(GPU),-gpu)
 
 # Options (make VAR=value): PRESET (default|tiny), CONFIG (YAML merged over the preset),
 # DATA_FILE, EXCLUDE, EVAL_FILE, DATASET (classification: sentiment|sms_spam),
-# ATTENTION (translation: luong|none), SET (extra "section.key=value" overrides),
+# ATTENTION (translation: luong|none), SET (extra "section.key=value" overrides; under make
+# serve, "translate:section.key=value" sets one task's),
 # BENCH_ARGS (extra flags for `python -m serving.bench`, e.g. "--texts-per-request 8"),
 # TASK and RUN (make report: translate|classify, and the run folder's name).
 PRESET    ?= default

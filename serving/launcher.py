@@ -77,8 +77,20 @@ class Launcher:
 
     # --- the plan ---------------------------------------------------------------------------------
 
+    def overrides(self, task: str) -> list[str]:
+        """The `--set` items for `task`: all but those another task's name prefixes
+        (`translate:train.max_steps=100` is the translator's alone)."""
+        found = []
+        for item in self.args.overrides:
+            scope, colon, rest = item.partition(":")
+            if not colon or "=" in scope:
+                found.append(item)
+            elif scope == task:
+                found.append(rest)
+        return found
+
     def config(self, task: str):
-        overrides = list(self.args.overrides)
+        overrides = self.overrides(task)
         if task == "classify":
             overrides.append(f"data.dataset={self.args.dataset}")
         return load_config(task, self.args.preset, self.args.config, overrides)
@@ -94,7 +106,7 @@ class Launcher:
         cmd += ["--preset", self.args.preset, "--no-progress"]
         if self.args.config:
             cmd += ["--config", self.args.config]
-        for item in self.args.overrides:
+        for item in self.overrides(task):
             cmd += ["--set", item]
         if task == "classify":
             cmd += ["--dataset", self.args.dataset]
@@ -221,7 +233,14 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="default", help="training preset of both tasks")
     p.add_argument("--dataset", default="sentiment", help="the classifier's dataset")
     p.add_argument("--config", default=None, help="training YAML merged over the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="a setting")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="[TASK:]SECTION.KEY=VALUE",
+        help="a training setting for both tasks, or for one (translate:train.max_steps=100)",
+    )
     p.add_argument("--model-dir", default="models", help="the model repository root")
     if argv is None:
         argv = sys.argv[1:]

@@ -66,5 +66,29 @@ class FakePredictor:
                 "default_beam_size": 0,
                 "default_max_length": 0,
                 "default_length_penalty": 0.0,
+                "trained_steps": 250,
+                "intermediate": True,
             }
         ]
+
+    def training(self, task=None, full=False):
+        """The classifier's run, still training (serving.server.learning's summary)."""
+        summary = {
+            "state": "training",
+            "improving": True,
+            "step": 300,
+            "total_steps": 1500,
+            "steps_per_second": 12.5,
+            "score_name": "accuracy",
+            "latest_validation": {"step": 250, "loss": 0.5, "score": 75.0},
+            "versions": [
+                {"version": 3, "step": 250, "valid_loss": 0.5, "valid_score": 75.0, "final": False}
+            ],
+            "next_check_step": 375,
+            "next_check_seconds": 6.0,
+            "message": "",
+            "updated": 1.0,
+        }
+        if full:
+            summary |= {"train_loss": [[25, 0.7], [50, 0.69]], "validations": [], "grad_norms": {}}
+        return {"classify": summary} if task in (None, "classify") else {}

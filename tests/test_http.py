@@ -95,7 +95,22 @@ def test_translate_classify_and_models_answer_in_the_proto_json_mapping(running)
     assert status == 200
     assert body["models"][0]["task"] == "TASK_CLASSIFY" and body["models"][0]["version"] == "3"
     assert body["limits"]["max_texts"] == 64
+    assert body["models"][0]["trained_steps"] == "250" and body["models"][0]["intermediate"]
+    # the training status, as GetModelMetadata carries it
+    training = body["training"][0]
+    assert training["task"] == "TASK_CLASSIFY" and training["state"] == "training"
+    assert (training["step"], training["total_steps"]) == ("300", "1500")
+    assert training["versions"] == [
+        {"version": "3", "step": "250", "valid_loss": 0.5, "valid_score": 75.0, "final": False}
+    ]
+    assert (training["next_check_step"], training["next_check_seconds"]) == ("375", 6.0)
     assert api("GET", "/v1/models")[0] == 200
+    # /v1/training: the same with the curves, for the page
+    status, body, _ = api("GET", "/v1/training")
+    assert status == 200 and body["training"]["classify"]["train_loss"] == [[25, 0.7], [50, 0.69]]
+    assert api("GET", "/v1/training?task=translate")[1] == {"training": {}}
+    status, body, _ = api("GET", "/v1/training?task=nosuch")
+    assert status == 400 and "unknown task 'nosuch'" in body["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ from serving.client import Client, ServingError
 pytestmark = pytest.mark.slow
 
 SCHEDULE = [
-    "train.max_steps=2400",
+    "classify:train.max_steps=300",
+    "translate:train.max_steps=2400",
     "train.eval_every=200",
     "train.checkpoint_every=100",
     "train.first_export_step=40",

@@ -66,7 +66,10 @@ class MakeServe:
         return "".join(self.lines)
 
     def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(timeout=30)
 
     def terminate(self) -> int:
@@ -123,6 +126,22 @@ def on_disk(root: Path, task: str) -> list[int]:
 
 
 @pytest.fixture
+def make_serve():
+    """Starts MakeServe(...); whatever is still running at the end is killed (a failed test
+    must not leave a server and a training behind)."""
+    started = []
+
+    def start(*args) -> MakeServe:
+        started.append(MakeServe(*args))
+        return started[-1]
+
+    yield start
+    for serve in started:
+        if serve.proc.poll() is None:
+            serve.kill()
+
+
+@pytest.fixture
 def checkout(tmp_path):
     """A checkout with the toy corpora prepared and the project's virtualenv."""
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
@@ -130,10 +149,10 @@ def checkout(tmp_path):
     return toy_corpora(tmp_path)
 
 
-def test_it_answers_early_improves_live_and_resumes_after_a_kill(checkout):
+def test_it_answers_early_improves_live_and_resumes_after_a_kill(checkout, make_serve):
     root = checkout
     port, http_port = free_port(), free_port()
-    serve = MakeServe(root, port, http_port)
+    serve = make_serve(root, port, http_port)
     callers = Callers(port)
     try:
         # the first answers come from first versions, then later versions take over
@@ -147,6 +166,7 @@ def test_it_answers_early_improves_live_and_resumes_after_a_kill(checkout):
                 every=0.2,
                 what="a later translate version, with the run still training",
             )
+        callers.finish()  # before the kill: what it counts are the answers of a live server
         trainer_pid = status(root, "translate")["pid"]
         serve.kill()
     except AssertionError:
@@ -191,7 +211,7 @@ def test_it_answers_early_improves_live_and_resumes_after_a_kill(checkout):
     newest = on_disk(root, "translate")[-1]
     print(f"killed at step ~{killed_at['step']}; last checkpoint {resume_step}; newest v{newest}")
 
-    serve = MakeServe(root, port, http_port)
+    serve = make_serve(root, port, http_port)
     try:
         # the newest export is served at once, before the resumed run exports anything new
         with Client(f"127.0.0.1:{port}", timeout=30) as client:

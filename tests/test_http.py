@@ -429,3 +429,25 @@ def test_the_load_generator_speaks_http(running):
     refusing = running(FakePredictor(Overloaded("the translate queue is full")))
     with pytest.raises(RuntimeError, match="first request failed: RESOURCE_EXHAUSTED"):
         run_load(refusing.base, texts, 2, 0.5, warmup=0.1)
+
+
+def test_the_load_generator_starts_its_clock_once_its_clients_are_connected(running, monkeypatch):
+    """Clients that take longer to connect than the warm-up and the window together still get
+    the whole window: the clock starts when the last of them is connected."""
+    import contextlib
+    import time
+
+    from serving.bench import loadgen
+
+    real = loadgen.connect
+
+    @contextlib.contextmanager
+    def slow_connect(*args, **kwargs):
+        time.sleep(0.8)  # > warm-up 0.1 s + window 0.5 s
+        with real(*args, **kwargs) as call:
+            yield call
+
+    monkeypatch.setattr(loadgen, "connect", slow_connect)
+    api = running()
+    out = loadgen.run_load(api.base, ["uno", "dos"], 2, 0.5, warmup=0.1)
+    assert out["errors"] == {} and out["requests"] >= 2, out

@@ -158,9 +158,15 @@ def run_load(
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: Counter = Counter()
     lock = threading.Lock()
-    start_at = time.monotonic() + warmup
-    end_at = start_at + seconds
-    ready = threading.Barrier(clients + 1)
+    # The clock starts once every client is connected (the barrier's action runs before any
+    # is let go): a slow connect must not eat the measured window.
+    clock: dict[str, float] = {}
+
+    def start_clock() -> None:
+        clock["start"] = time.monotonic() + warmup
+        clock["end"] = clock["start"] + seconds
+
+    ready = threading.Barrier(clients + 1, action=start_clock)
     failed: list[str] = []  # why a client could not start
 
     def client(i: int) -> None:
@@ -180,6 +186,7 @@ def run_load(
                 ready.wait()
             except threading.BrokenBarrierError:
                 return
+            start_at, end_at = clock["start"], clock["end"]
             n = i * 7919  # each client walks the texts from its own offset
             while True:
                 sent = time.monotonic()

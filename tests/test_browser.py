@@ -182,34 +182,34 @@ def test_the_learning_panel_follows_the_run_and_a_new_version_is_announced(
     port = free_port()
     with Server(repo, "--http-port", str(port), "--poll-seconds", "0.5"):
         ready(driver, f"http://127.0.0.1:{port}/")
-        run = by_id(driver, "run-translate")
-        wait(driver, lambda d: run.is_displayed(), 30, "no learning panel")
-        assert "Translator training" in run.text
-        assert "step 200 of 1,000" in run.text and "next validation at step 400" in run.text
-        assert "v1 · step 50 · validation BLEU 0.4" in run.text
-        heatmaps = all_of(driver, "#run-translate canvas.heat")
-        assert [h.get_attribute("aria-label") for h in heatmaps] == [
+        # the panel is drawn anew at every poll: read it in one script each time, never through
+        # an element found earlier (it would be stale)
+        wait(driver, lambda d: "step 200 of 1,000" in run_text(d), 30, "no learning panel")
+        text = run_text(driver)
+        assert "Translator training" in text
+        assert "next validation at step 400" in text
+        assert "v1 · step 50 · validation BLEU 0.4" in text
+        heatmaps = wait(
+            driver,
+            lambda d: (h := painted_heatmaps(d)) and all(share > 0 for _, share in h) and h,
+            30,
+            "the heatmaps were not drawn",
+        )
+        assert [label for label, _ in heatmaps] == [
             "‖∂L/∂h_t‖ of encoder_0, time step by training step",
             "‖∂L/∂h_t‖ of decoder_0, time step by training step",
         ]
-        painted = driver.execute_script(
-            "const c = arguments[0]; const d = c.getContext('2d')"
-            ".getImageData(0, 0, c.width, c.height).data;"
-            "let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0;"
-            "return n / (d.length / 4)",
-            heatmaps[0],
-        )
         # drawn up to step 200 of the schedule's 1,000: the first fifth of its width, filled
-        assert 0.17 < painted < 0.23, painted
+        assert all(0.17 < painted < 0.23 for _, painted in heatmaps), heatmaps
 
         # the run goes on: a better validation, a new version exported and loaded
         shutil.copytree(repo / "translate" / "1", repo / "translate" / "2")
         for step in range(220, 420, 20):
             pub.logged(step, 6.0 - step / 50, {"encoder_0": np.ones(12), "decoder_0": np.ones(8)})
         pub.validated(400, 2.4, 21.0, improved=True)
-        wait(driver, lambda d: "step 400 of 1,000" in by_id(d, "run-translate").text, 30,
+        wait(driver, lambda d: "step 400 of 1,000" in run_text(d), 30,
              "the panel did not follow the run")  # fmt: skip
-        assert "v2 · step 400 · validation BLEU 21.0" in by_id(driver, "run-translate").text
+        assert "v2 · step 400 · validation BLEU 21.0" in run_text(driver)
         news = by_id(driver, "news")
         wait(driver, lambda d: news.is_displayed(), 30, "the new version was not announced")
         assert news.text == "translate v2 is now served."
@@ -218,4 +218,21 @@ def test_the_learning_panel_follows_the_run_and_a_new_version_is_announced(
         wait(driver, lambda d: by_id(d, "translate-by").text, 60, "no translation")
         assert by_id(driver, "translate-by").text == "answered by translate v2"
         pub.ended("finished", 1000)
-        wait(driver, lambda d: "finished" in by_id(d, "run-translate").text, 30, "not finished")
+        wait(driver, lambda d: "finished" in run_text(d), 30, "not finished")
+
+
+def run_text(driver) -> str:
+    """The translator's run in the learning panel, as shown ('' while there is none)."""
+    return driver.execute_script(
+        "const e = document.getElementById('run-translate'); return e ? e.innerText : ''"
+    )
+
+
+def painted_heatmaps(driver) -> list:
+    """(aria-label, share of its pixels drawn) of each heatmap of the translator's run."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#run-translate canvas.heat')].map((c) => {"
+        "  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "  let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0;"
+        "  return [c.getAttribute('aria-label'), n / (d.length / 4)]; })"
+    )

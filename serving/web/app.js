@@ -358,8 +358,9 @@ function fmtDuration(seconds) {
 
 const fmtInt = (n) => Number(n).toLocaleString("en");
 
-// A small line chart on a canvas: series of [x, y] points, x from 0 to `xMax`.
-function drawChart(canvas, series, xMax, yLabel) {
+// The canvas sized to its laid-out box at the screen's pixel ratio, cleared: its 2D context
+// (in CSS pixels), width and height.
+function sizedCanvas(canvas) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 320;
   const height = canvas.clientHeight || 150;
@@ -368,6 +369,12 @@ function drawChart(canvas, series, xMax, yLabel) {
   const g = canvas.getContext("2d");
   g.scale(ratio, ratio);
   g.clearRect(0, 0, width, height);
+  return [g, width, height];
+}
+
+// A small line chart on a canvas: series of [x, y] points, x from 0 to `xMax`.
+function drawChart(canvas, series, xMax, yLabel) {
+  const [g, width, height] = sizedCanvas(canvas);
   const all = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
   const left = 44, right = 8, top = 8, bottom = 22;
   g.font = "11px system-ui, sans-serif";
@@ -403,14 +410,7 @@ function drawChart(canvas, series, xMax, yLabel) {
 
 // ‖∂L/∂h_t‖ (log10) of one SimpleRNN: time step up, training step across (magma-like ramp).
 function drawHeatmap(canvas, steps, columns, xMax) {
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 320;
-  const height = canvas.clientHeight || 150;
-  canvas.width = width * ratio;
-  canvas.height = height * ratio;
-  const g = canvas.getContext("2d");
-  g.scale(ratio, ratio);
-  g.clearRect(0, 0, width, height);
+  const [g, width, height] = sizedCanvas(canvas);
   const values = columns.flat().filter(Number.isFinite);
   const rows = Math.max(1, ...columns.map((c) => c.length));
   if (!values.length) return;

@@ -60,6 +60,9 @@ class DataConfig:
     dir: str = "data/prepared"  # where prepared splits go (a sub-folder per task/dataset)
     source_vocab_size: int = 4000  # SentencePiece vocabulary of the source side
     target_vocab_size: int = 4000  # SentencePiece vocabulary of the target side (translation)
+    language: str = ""  # classification: the texts' language (ISO 639-1, e.g. "en"), which the
+    # server checks each request against; "": the corpus's (sentiment, sms_spam: English), none
+    # for a data_file
     joint_vocab_size: int = 0  # translation: one SentencePiece model of this size, with byte
     # fallback, for both sides instead of the two above (0: separate); model.copy needs it
 
@@ -323,6 +326,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"unknown {cfg.task} dataset {d.dataset!r}: choose {' or '.join(DATASETS[cfg.task])}"
             " (a local file goes in data.data_file, DATA_FILE= to make)"
+        )
+    if d.language and not (d.language.isascii() and d.language.isalpha() and len(d.language) == 2):
+        raise ConfigError(
+            f"data.language must be a two-letter ISO 639-1 code (en, es…), got {d.language!r}"
         )
     if d.direction not in ("spa-eng", "eng-spa"):
         raise ConfigError(f"data.direction must be spa-eng or eng-spa, got {d.direction!r}")

@@ -28,6 +28,14 @@ def translation_scores(hypotheses: list[str], references: list[list[str]]) -> di
     }
 
 
+def sentence_chrf(hypotheses: list[str], references: list[list[str]]) -> list[float]:
+    """chrF of each sentence against its references (what "acceptable" is judged by)."""
+    metric = sacrebleu.CHRF()
+    return [
+        metric.sentence_score(h, list(r)).score for h, r in zip(hypotheses, references, strict=True)
+    ]
+
+
 def pass_through_tokens(source: str, references: list[str]) -> list[str]:
     """The tokens of `source` a translation must carry over unchanged: numbers, and capitalised
     words not at the start of the sentence (names), that also appear in every reference."""

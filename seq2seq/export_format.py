@@ -11,6 +11,7 @@ and `assets.extra/`: SentencePiece model(s), `labels.json` (classification) and
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -110,6 +111,17 @@ def produced_ids(ids) -> list[int]:
 
 
 EOS_PIECE = "<eos>"  # how the EOS token is shown among the output pieces
+BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")  # a byte-fallback piece
+
+
+def pieces_text(pieces: Sequence[str]) -> str:
+    """The text pieces spell: "▁" is a space, runs of byte pieces are decoded as UTF-8, and
+    bytes that make no character (a cut-off sequence) are dropped."""
+    data = bytearray()
+    for p in pieces:
+        byte = BYTE_PIECE.match(p)
+        data += bytes([int(byte.group(1), 16)]) if byte else p.replace("\u2581", " ").encode()
+    return data.decode("utf-8", errors="ignore")
 
 
 def word_alignment(
@@ -126,7 +138,7 @@ def word_alignment(
             if p.startswith("\u2581") or not spans:
                 spans.append([])
             spans[-1].append(i)
-        return ["".join(pieces[i] for i in s).lstrip("\u2581") for s in spans], spans
+        return [pieces_text([pieces[i] for i in s]).strip() for s in spans], spans
 
     source_words, source_spans = words(source_pieces)
     target_words, target_spans = words(target_pieces)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from seq2seq import answers
 from seq2seq import export_format as fmt
 from seq2seq.data.tokenizer import Tokenizer
 
@@ -25,14 +26,15 @@ from seq2seq.data.tokenizer import Tokenizer
 class Hypothesis(NamedTuple):
     text: str
     score: float  # log-probability; length-normalised under beam search
-    # with alignment only (else empty): the source pieces, the output pieces as produced
-    # ("<eos>" included when produced), and per output piece its attention over the source
-    # pieces (len(target_tokens) rows of len(source_tokens)); per output word, the source word
-    # it attends to most
+    # with alignment or pieces (else empty): the source pieces, the output pieces as produced
+    # ("<eos>" included when produced); with alignment only: per output piece its attention
+    # over the source pieces (len(target_tokens) rows of len(source_tokens)), and per output
+    # word the source word it attends to most
     source_tokens: tuple[str, ...] = ()
     target_tokens: tuple[str, ...] = ()
     alignment: tuple[tuple[float, ...], ...] = ()
     word_alignment: tuple[tuple[str, str], ...] = ()
+    ended: bool = True  # False: the output stopped at max_length without producing EOS
 
 
 class NoAlignment(ValueError):
@@ -121,9 +123,11 @@ class TextTranslator:
         batch_size: int | None = 64,
         progress: bool = False,
         alignment: bool = False,
+        pieces: bool = False,
     ) -> list[list[Hypothesis]]:
         """`translate` with the settings already resolved (the server runs a batch of requests
-        that share one Decoding this way)."""
+        that share one Decoding this way); `pieces`: the source and output pieces even without
+        alignment (what a confidence is computed from)."""
         if alignment and not self.has_alignment:
             raise NoAlignment(
                 "this translation model has no attention, so it has no alignment to give "
@@ -150,10 +154,17 @@ class TextTranslator:
             ids, scores = out["ids"], out["scores"]
             for row, i in enumerate(chunk):
                 results[i] = [
-                    Hypothesis(self.target.decode(ids[row, j]), float(scores[row, j]))
-                    if not alignment
+                    Hypothesis(
+                        self.target.decode(ids[row, j]),
+                        float(scores[row, j]),
+                        ended=fmt.EOS in ids[row, j],
+                    )
+                    if not (alignment or pieces)
                     else self._aligned(
-                        src[row], ids[row, j], scores[row, j], out["alignment"][row, j]
+                        src[row],
+                        ids[row, j],
+                        scores[row, j],
+                        out["alignment"][row, j] if alignment else None,
                     )
                     for j in range(n_best)
                 ]
@@ -176,21 +187,26 @@ class TextTranslator:
         return {k: v.numpy() for k, v in out.items()}
 
     def _aligned(self, source_row, ids, score, weights) -> Hypothesis:
-        """A hypothesis with its pieces and alignment (rows cut to the real source pieces)."""
+        """A hypothesis with its pieces, and its alignment (rows cut to the real source
+        pieces) unless `weights` is None."""
         source = [int(i) for i in source_row if i != fmt.PAD]
         produced = fmt.produced_ids(ids)
         source_tokens = tuple(self.source.pieces(source))
         target_tokens = tuple(self.target.pieces(produced))
-        rows = tuple(
-            tuple(float(w) for w in weights[t, : len(source)]) for t in range(len(produced))
-        )
+        rows, words = (), ()
+        if weights is not None:
+            rows = tuple(
+                tuple(float(w) for w in weights[t, : len(source)]) for t in range(len(produced))
+            )
+            words = tuple(fmt.word_alignment(list(source_tokens), list(target_tokens), rows))
         return Hypothesis(
             self.target.decode(ids),
             float(score),
             source_tokens,
             target_tokens,
             rows,
-            tuple(fmt.word_alignment(list(source_tokens), list(target_tokens), rows)),
+            words,
+            ended=fmt.EOS in produced,
         )
 
 
@@ -280,8 +296,9 @@ logging.getLogger("absl").addFilter(_NoGradientWarning())
 class ExportedModel:
     """One exported version folder, loaded: its SavedModel, tokenizers and metadata.
 
-    `runner` is its TextTranslator or TextClassifier; the folder name is the version (as in TF
-    Serving: a copied export takes its new name; a folder not named by a number is version 0).
+    `runner` is its TextTranslator or TextClassifier, `checks` what its answers are checked
+    against (seq2seq.answers); the folder name is the version (as in TF Serving: a copied
+    export takes its new name; a folder not named by a number is version 0).
     """
 
     def __init__(self, path: str | Path, task: str | None = None):
@@ -313,6 +330,9 @@ class ExportedModel:
                 fmt.max_input_tokens(self.metadata),
                 model=self.module,
             )
+            self.checks = answers.TranslationChecks.from_metadata(
+                self.metadata, fmt.max_input_tokens(self.metadata)
+            )
         else:
             self.runner = TextClassifier(
                 self._functions((fmt.CLASSIFY,)),
@@ -322,6 +342,7 @@ class ExportedModel:
                 model=self.module,
                 temperature=float(self.metadata.get("temperature", 1.0)),
             )
+            self.checks = answers.ClassificationChecks.from_metadata(self.metadata)
 
     def _functions(self, names) -> dict:
         missing = [n for n in names if not hasattr(self.module, n)]

@@ -4,6 +4,8 @@ answers, the calls it got, and an error to raise or an event to wait on."""
 import threading
 from typing import NamedTuple
 
+from seq2seq.answers import AnswerWarning, ClassificationAnswer, TranslationAnswer
+from seq2seq.language import LanguageGuess
 from serving.server.errors import Limits
 
 
@@ -14,6 +16,14 @@ class Hyp(NamedTuple):  # the fields of seq2seq.inference.Hypothesis the service
     target_tokens: tuple = ()
     alignment: tuple = ()
     word_alignment: tuple = ()
+
+
+def _checked(text: str):
+    """Canned warnings and language check: a text starting "The " is English."""
+    if text.startswith("The "):
+        note = AnswerWarning("not_source_language", "this does not look like Spanish")
+        return (note,), LanguageGuess("en", 0.9, "es", 0.001)
+    return (), LanguageGuess("es", 0.75, "es", 0.75)
 
 
 class Version(NamedTuple):  # what the HTTP API's /readyz reads of a loaded model
@@ -38,9 +48,14 @@ class FakePredictor:
         if options.get("return_alignment"):
             rows = ((0.75, 0.25), (0.5, 0.5))
             aligned = Hyp("A", -0.5, ("▁a", "b"), ("▁A", "<eos>"), rows, (("A", "ab"),))
-            return [[aligned] for _ in texts], 7
+            return [TranslationAnswer([aligned], 0.8, *_checked(t)) for t in texts], 7
         return [
-            [Hyp(t.upper(), -0.5), Hyp(t.lower(), -1.5)][: options["n_best"] or 1] for t in texts
+            TranslationAnswer(
+                [Hyp(t.upper(), -0.5), Hyp(t.lower(), -1.5)][: options["n_best"] or 1],
+                0.25,
+                *_checked(t),
+            )
+            for t in texts
         ], 7
 
     def classify(
@@ -49,7 +64,7 @@ class FakePredictor:
         self.calls.append(("classify", texts, {"model_version": model_version, "timeout": timeout}))
         if self.error:
             raise self.error
-        return [("pos", {"neg": 0.25, "pos": 0.75}) for _ in texts], 3
+        return [ClassificationAnswer("pos", {"neg": 0.25, "pos": 0.75}, (), None) for _ in texts], 3
 
     def metadata(self, task=None):
         return [

@@ -58,6 +58,7 @@ def classify_overrides(root: Path, reviews=REVIEWS) -> list[str]:
         f"data.dir={root / 'prepared'}",
         f"train.run_dir={root / 'runs'}",
         f"data.data_file={data}",
+        "data.language=en",
         "train.max_steps=150",
     ]
 

@@ -65,7 +65,8 @@ def test_translate_heatmap_error_classify_and_a_screenshot(driver, page_url, tmp
     wait(driver, lambda d: len(all_of(d, "#hypotheses li")) == 2, 60, "no hypotheses")
     first = all_of(driver, "#hypotheses li")[0]
     assert first.find_element("css selector", ".text").text == "I see the cat."
-    assert first.find_element("css selector", ".score").text.startswith("score -")
+    # the bare score is kept for the curious, in the title: the page shows the confidence
+    assert first.find_element("css selector", "button").get_attribute("title").startswith("score -")
 
     # the heatmap: a row per output piece, a cell per source piece
     wait(driver, lambda d: by_id(d, "alignment").is_displayed(), 30, "no heatmap")
@@ -219,6 +220,76 @@ def test_the_learning_panel_follows_the_run_and_a_new_version_is_announced(
         assert by_id(driver, "translate-by").text == "answered by translate v2"
         pub.ended("finished", 1000)
         wait(driver, lambda d: "finished" in run_text(d), 30, "not finished")
+
+
+def test_the_page_says_how_far_to_trust_an_answer(models, driver, tmp_path):
+    """An English text gets "This does not look like Spanish" beside its translation; the
+    confidence is shown in words and colour; a paragraph is shown sentence by sentence; the
+    text box stops at the server's limit; byte pieces are shown as the characters they spell."""
+    import json
+    import shutil
+
+    repo = tmp_path / "models"
+    shutil.copytree(models, repo)
+    # the tiny export has no validation split to fit a confidence on: give it one that reads
+    # the mean log-probability per piece (what an export fits, as seq2seq.confidence stores it)
+    meta_path = repo / "translate" / "1" / "assets.extra" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["confidence"] = {
+        "names": ["mean_logprob"], "mean": [-1.0], "scale": [0.5], "weights": [2.0], "bias": 0.0,
+    }  # fmt: skip
+    meta_path.write_text(json.dumps(meta))
+    port = free_port()
+    with Server(repo, "--http-port", str(port)):
+        ready(driver, f"http://127.0.0.1:{port}/")
+        type_into(driver, "source", "The weather is nice today.")
+        submit_with_keyboard(driver, "source")
+        warnings = by_id(driver, "translate-warnings")
+        wait(driver, lambda d: warnings.is_displayed(), 60, "no warning shown")
+        notes = all_of(driver, "#translate-warnings li")
+        assert notes[0].text == "This does not look like Spanish (it looks like English)."
+        assert notes[0].get_attribute("data-code") == "not_source_language"
+        badge = all_of(driver, "#hypotheses li .confidence")
+        assert len(badge) == 1 and badge[0].text.endswith("% confidence")
+        assert badge[0].text.split(" · ")[0] in ("likely right", "may be wrong", "probably wrong")
+        color = badge[0].value_of_css_property("color")
+        assert color in ("rgba(27, 110, 58, 1)", "rgba(138, 90, 0, 1)", "rgba(164, 22, 26, 1)")
+
+        # Spanish: no warning; a paragraph: its sentences, each with its translation
+        type_into(driver, "source", "Veo el gato. Comen pan. El perro duerme.")
+        submit_with_keyboard(driver, "source")
+        wait(driver, lambda d: len(all_of(d, "#sentences li")) == 3, 60, "no sentences")
+        assert not by_id(driver, "translate-warnings").is_displayed()
+        parts = [e.text for e in all_of(driver, "#sentences .part-text")]
+        assert parts == ["I see the cat.", "They eat bread.", "The dog sleeps."]
+        assert all_of(driver, "#hypotheses .text")[0].text == " ".join(parts)
+        # a sentence's alignment on a click
+        all_of(driver, "#sentences button")[1].click()
+        wait(driver, lambda d: [w.text for w in all_of(d, "#target-words .word")] ==
+             ["They", "eat", "bread."], 30, "the sentence's alignment was not shown")  # fmt: skip
+
+        # the classifier, given Spanish
+        type_into(driver, "review", "Una película aburrida y demasiado larga.")
+        by_id(driver, "classify-button").click()
+        wait(driver, lambda d: by_id(d, "classify-warnings").is_displayed(), 30, "no warning")
+        assert all_of(driver, "#classify-warnings li")[0].text.startswith(
+            "This does not look like English"
+        )
+
+        # the text box stops at the server's limit, and says how much is left
+        box = by_id(driver, "source")
+        assert box.get_attribute("maxlength") == "2000"
+        assert by_id(driver, "source-count").text.endswith(" / 2,000 characters")
+        # byte pieces: characters, never "<0x…>"
+        labels = driver.execute_script(
+            "return pieceLabels(['\u2581a', '<0xF0>', '<0x9F>', '<0x98>', '<0x80>', '<0xC3>'])"
+        )
+        assert labels == ["\u2581a", "😀", "·", "·", "·", "·"]
+        spelled = driver.execute_script(
+            "return words(['\u2581a', '<0xF0>', '<0x9F>', '<0x98>', '<0x80>', '\u2581b', '<0xC3>'])"
+            ".map((w) => w.text)"
+        )
+        assert spelled == ["a😀", "b"]
 
 
 def run_text(driver) -> str:

@@ -67,13 +67,28 @@ def test_translate_classify_and_models_answer_in_the_proto_json_mapping(running)
                 "hypotheses": [
                     {"text": "HOLA", "score": -0.5, **empty},
                     {"text": "hola", "score": -1.5, **empty},
-                ]
+                ],
+                "confidence": 0.25,
+                "warnings": [],
+                "language": {
+                    "language": "es",
+                    "probability": 0.75,
+                    "expected": "es",
+                    "expected_probability": 0.75,
+                },
+                "sentences": [],
             }
         ],
         "model_version": "7",  # int64 is a string in protobuf's JSON mapping
     }
     _, texts, options = api.predictor.calls[-1]
     assert texts == ["Hola"] and options["n_best"] == 2 and options["beam_size"] is None
+    # the warnings, as JSON has them
+    status, body, _ = api("POST", "/v1/translate", {"texts": ["The cat."]})
+    assert body["translations"][0]["warnings"] == [
+        {"code": "not_source_language", "message": "this does not look like Spanish"}
+    ]
+    assert body["translations"][0]["language"]["language"] == "en"
     # lowerCamelCase names are the mapping's too
     status, body, _ = api("POST", "/v1/translate", {"texts": ["a"], "returnAlignment": True})
     assert status == 200
@@ -89,6 +104,7 @@ def test_translate_classify_and_models_answer_in_the_proto_json_mapping(running)
             {"label": "neg", "probability": 0.25},
             {"label": "pos", "probability": 0.75},
         ],
+        "warnings": [],
     }
 
     status, body, _ = api("GET", "/v1/models?task=classify")

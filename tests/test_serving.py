@@ -401,6 +401,17 @@ def test_cli_reads_arguments_and_stdin(server):
     # the shared options may also follow the command, and then win
     out = cli("classify", "a good film 9", "--json", "--timeout", "30")
     assert json.loads(out.stdout)["label"] == "pos", out.stderr
+    # warnings go to stderr, numbered as the input (stdout stays one answer per line)
+    out = cli("translate", "Veo el gato.", "The weather is nice today.")
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == "I see the cat.", out.stderr
+    assert (
+        "warning: texts[1]: not_source_language: this does not look like Spanish "
+        "(it looks like English)"
+    ) in out.stderr.splitlines()
+    assert "texts[0]" not in out.stderr
+    answer = json.loads(cli("--json", "translate", "The weather is nice today.").stdout)
+    assert answer["warnings"][0]["code"] == "not_source_language"
+    assert answer["language"]["language"] == "en" and answer["language"]["expected"] == "es"
     out = cli("info", "--target", "127.0.0.1:1", "--timeout", "5")
     assert out.returncode == 1 and "UNAVAILABLE" in out.stderr
     assert "is a server running at 127.0.0.1:1?" in out.stderr
@@ -659,18 +670,22 @@ def test_an_http_request_past_its_timeout_header_is_504_on_a_busy_server(roomy, 
     assert waited < min(0.2, heavy_seconds / 2), f"answered after {waited:.3f} s"
 
 
-def test_a_text_longer_than_the_model_reads_is_refused_naming_the_limit(server):
-    """Inputs used to be cut silently at the model's limit (200 source pieces, 256 for the
-    classifier): the answer was about the text's beginning only."""
-    with Client(server.target, timeout=30) as c:
-        assert len(c.translate([HEAVY])) == 1  # 160 pieces: read whole
-        with pytest.raises(ServingError) as err:
-            c.translate(["Veo el gato.", HEAVY * 2])
-        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert err.value.details.startswith(
-            "texts[1] is 320 pieces long, over the translate model's limit of 200 pieces "
-            "(version 1): the model would read only its beginning; send it in shorter parts"
-        )
+def test_a_long_text_is_translated_in_sentences_and_a_part_too_long_is_cut_and_flagged(server):
+    """Inputs used to be cut silently at the model's limit (200 source pieces): the answer was
+    about the text's beginning only. A text is now translated sentence by sentence, and a
+    part the model cannot read whole is cut with a `truncated` warning; a text to classify
+    longer than its model reads is refused, naming the limit."""
+    with Client(server.target, timeout=60) as c:
+        short, long = c.translate(["Veo el gato.", HEAVY * 2])  # 16 sentences, 320 pieces
+        assert short.sentences == [] and "truncated" not in short.warning_codes
+        assert [s.source for s in long.sentences] == ["Veo el gato y el perro duerme."] * 16
+        assert long.text == " ".join(s.hypothesis.text for s in long.sentences)
+        assert "truncated" not in long.warning_codes
+        (cut,) = c.translate([f"Veo {'elgatoduerme' * 50}."])  # one "word" of 600 letters
+        notes = [w for w in cut.warnings if w.code == "truncated"]
+        assert notes and "pieces long and the model reads 200: its end was not translated" in (
+            notes[0].message
+        ), cut.warnings
         with pytest.raises(ServingError) as err:
             c.classify(["a good film " * 40])
         assert "texts[0] is 480 pieces long, over the classify model's limit of 256" in (

@@ -14,6 +14,8 @@ from seq2seq.files import write_atomic
 
 __all__ = ["EOS", "PAD", "SOS", "UNK", "Tokenizer"]
 
+REPLACEMENT = "\ufffd"  # what SentencePiece writes for bytes that are no UTF-8 character
+
 
 class Tokenizer:
     """A trained SentencePiece model: text ↔ ids.
@@ -110,5 +112,8 @@ class Tokenizer:
         return [EOS_PIECE if int(i) == EOS else self.sp.id_to_piece(int(i)) for i in ids]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of decoded ids: up to the first EOS, special ids left out."""
-        return self.sp.decode(output_ids(ids))
+        """Text of decoded ids: up to the first EOS, special ids left out. With byte fallback a
+        model may write bytes that are no UTF-8 character (half an emoji): SentencePiece turns
+        each into U+FFFD; they are dropped, never shown."""
+        text = self.sp.decode(output_ids(ids))
+        return " ".join(text.replace(REPLACEMENT, "").split()) if REPLACEMENT in text else text

@@ -26,6 +26,7 @@ from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weigh
 
 MAX_TOKENS = fmt.MAX_INPUT_TOKENS["classify"]  # longer texts are cut
 CALIBRATION_FILE = "calibration.json"  # in the run folder: the fitted temperature
+DATASET_LANGUAGES = {"sentiment": "en", "sms_spam": "en"}  # what the server's check expects
 
 
 def tokenizer_and_labels(cfg: Config, train_if_missing: bool = True) -> tuple[Tokenizer, list]:
@@ -401,10 +402,14 @@ def export_version(
     `training` (the step and validation scores of a live run) in its metadata."""
     t = temperature
     extra = {"training": training} if training else {}
+    language = cfg.data.language or (
+        "" if cfg.data.data_file else DATASET_LANGUAGES.get(cfg.data.dataset, "")
+    )
     metadata = fmt.classification_metadata(
         classifier.labels,
         classifier.tokenizer.vocab_size,
         dataset=cfg.corpus,
+        source_language=language,
         config=cfg.to_dict(),
         data_manifest_sha256=manifest_hash(cfg)
         if (cfg.data_dir / "manifest.json").exists()

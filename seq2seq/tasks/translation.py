@@ -10,21 +10,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import confidence as conf
 from seq2seq import export_format as fmt
+from seq2seq.answers import ISO_639_1
 from seq2seq.cluster import worker_info
 from seq2seq.config import Config
 from seq2seq.data import Batches, DataError, Tokenizer, read_split, translation_batch
 from seq2seq.data.augment import augment_names
 from seq2seq.data.preparation import manifest_hash, read_test_split
-from seq2seq.evaluation import names_kept, translation_scores
+from seq2seq.evaluation import names_kept, sentence_chrf, translation_scores
 from seq2seq.export import write_version
 from seq2seq.files import one_training_per_run, write_atomic
 from seq2seq.inference import TextTranslator
+from seq2seq.language import guess
 from seq2seq.models import Translator
 from seq2seq.publish import Publisher
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
 MAX_TOKENS = fmt.MAX_INPUT_TOKENS["translate"]  # longer sources (and targets) are cut
+CONFIDENCE_SAMPLE = 400  # validation sentences an intermediate version's confidence is fitted on
 
 
 def languages(cfg: Config) -> tuple[str, str]:
@@ -222,6 +226,35 @@ def read_eval_file(path: str) -> tuple[list[str], list[list[str]]]:
     return sources, refs
 
 
+def confidence_rows(translator: TextTranslator, sources: list[str], refs: list[list[str]]):
+    """Each sentence's confidence features and chrF, decoded as the server decodes (the
+    model's default search, with alignment when it has attention), and the hypotheses."""
+    decoding = translator.defaults
+    hyps = [
+        h[0]
+        for h in translator.run(sources, decoding, alignment=translator.has_alignment, pieces=True)
+    ]
+    alpha = decoding.canonical().length_penalty
+    rows = [
+        conf.features(h.source_tokens, h.target_tokens, h.alignment, h.score, alpha) for h in hyps
+    ]
+    return rows, sentence_chrf([h.text for h in hyps], refs), hyps
+
+
+def fit_confidence(
+    cfg: Config, translator: TextTranslator, sample: int | None = None
+) -> conf.ConfidenceModel | None:
+    """The confidence model of `translator`, fitted on the validation split (`sample`: on
+    that many of its sentences, spread over it); None without a validation split."""
+    rows = read_split(cfg, "valid")
+    if sample is not None:
+        rows = rows[:: max(1, len(rows) // sample)][:sample]
+    if len(rows) < 20:
+        return None
+    features, chrf, _ = confidence_rows(translator, [r[0] for r in rows], [[r[1]] for r in rows])
+    return conf.fit(features, chrf, f"validation split ({len(rows)} sentences)")
+
+
 def run_evaluation(cfg: Config, decoders=("greedy", "beam"), progress: bool = True) -> dict:
     if cfg.eval.eval_file:
         sources, refs = read_eval_file(cfg.eval.eval_file)
@@ -253,6 +286,30 @@ def run_evaluation(cfg: Config, decoders=("greedy", "beam"), progress: bool = Tr
         {"source": s, "reference": r[0], "hypothesis": h.text}
         for s, r, h in list(zip(sources, refs, hyps, strict=True))[:10]
     ]
+    source_language = ISO_639_1.get(languages(cfg)[0])
+    if source_language:
+        flagged = [s for s in sources if not guess(s, source_language).looks_expected]
+        results["language_check"] = {
+            "language": source_language,
+            "sentences": len(sources),
+            "flagged": len(flagged),
+            "examples": flagged[:10],
+        }
+        print(
+            f"language check: {len(flagged)} of {len(sources)} sentences flagged "
+            f"not_source_language ({100 * len(flagged) / max(1, len(sources)):.2f}%)"
+        )
+    model = fit_confidence(cfg, translator)
+    if model is not None:
+        features, chrf, _ = confidence_rows(translator, sources, refs)
+        report = conf.report(model, features, chrf)
+        results["confidence"] = {"model": model.to_dict(), "test": report}
+        print(
+            f"confidence (P(chrF ≥ {conf.ACCEPTABLE_CHRF:.0f}), fitted on {model.fitted_on}): "
+            f"AUROC {report['auroc']:.3f} (chrF ≥ {conf.ACCEPTABLE_CHRF:.0f} against < "
+            f"{conf.POOR_CHRF:.0f}), ECE {report['ece']:.3f}; {100 * report['low_share']:.1f}% "
+            f"flagged low_confidence, {100 * report['acceptable_share']:.1f}% acceptable"
+        )
     write_atomic(cfg.run_dir / "eval.json", json.dumps(results, indent=2, ensure_ascii=False))
     for name, hyps in predictions.items():
         lines = (
@@ -285,6 +342,16 @@ def export_version(
     """`translator`'s model as the repository's next version, with `scores` (test split) and
     `training` (the step and validation scores of a live run) in its metadata."""
     extra = {"training": training} if training else {}
+    scores = dict(scores)
+    evaluated = scores.pop("confidence", None) or {}
+    fitted = evaluated.get("model")
+    if fitted is not None and "test" in evaluated:
+        fitted = {**fitted, "test": evaluated["test"]}
+    if fitted is None:  # a live run's intermediate version: fitted on part of the split
+        model = fit_confidence(cfg, translator, CONFIDENCE_SAMPLE)
+        fitted = model.to_dict() if model is not None else None
+    if fitted is not None:
+        extra["confidence"] = fitted
     src_lang, tgt_lang = languages(cfg)
     metadata = fmt.translation_metadata(
         src_lang,

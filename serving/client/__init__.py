@@ -7,11 +7,23 @@ Example:
 """
 
 from serving.client.client import (
+    AnswerWarning,
     ClassificationResult,
     Client,
     Hypothesis,
+    Language,
+    Sentence,
     ServingError,
     TranslationResult,
 )
 
-__all__ = ["ClassificationResult", "Client", "Hypothesis", "ServingError", "TranslationResult"]
+__all__ = [
+    "AnswerWarning",
+    "ClassificationResult",
+    "Client",
+    "Hypothesis",
+    "Language",
+    "Sentence",
+    "ServingError",
+    "TranslationResult",
+]

@@ -78,8 +78,18 @@ def _line(r, args) -> str:
                 {k: v for k, v in h.__dict__.items() if v or k in keep} for h in r.hypotheses
             ]
             fields = {"text": r.text, "score": r.score, "hypotheses": hypotheses}
+            if r.confidence is not None:
+                fields["confidence"] = round(r.confidence, 4)
+            if r.sentences:
+                fields["sentences"] = [
+                    {"source": s.source, "text": s.hypothesis.text, "confidence": s.confidence}
+                    for s in r.sentences
+                ]
         else:
             fields = {"label": r.label, "probabilities": r.probabilities}
+        fields["warnings"] = [{"code": w.code, "message": w.message} for w in r.warnings]
+        if r.language is not None:
+            fields["language"] = r.language.__dict__
         return json.dumps({**fields, "model_version": r.model_version}, ensure_ascii=False)
     if args.command == "classify":
         return r.label + "\t" + " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
@@ -241,6 +251,11 @@ def _main(argv=None) -> int:
                     )
                     raise ServingError(err.code, details) from None
                 print("\n".join(_line(r, args) for r in results), flush=True)
+                if not args.json:  # what a pipe reading the answers should not get: stderr
+                    for j, r in enumerate(results):
+                        for w in r.warnings:
+                            note = f"warning: texts[{start + j}]: {w.code}: {w.message}"
+                            print(note, file=sys.stderr)
                 # Later requests name the version that answered the first, so that the whole
                 # input is answered by one model even if a new version loads meanwhile.
                 if results:

@@ -46,11 +46,54 @@ class Hypothesis:
 
 
 @dataclass
+class AnswerWarning:
+    """Why an answer may not deserve trust: `code` is "not_source_language", "truncated" or
+    "low_confidence"; `message` says what it means for this text."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class Language:
+    """The server's language check of a text: the most probable `language` (ISO 639-1, ""
+    for a text with no letters) and its `probability`; the language the model reads
+    (`expected`) and its probability."""
+
+    language: str
+    probability: float
+    expected: str
+    expected_probability: float
+
+
+@dataclass
+class Sentence:
+    """One part of a text translated in parts: its `source`, best `hypothesis`, `confidence`
+    and `warnings`."""
+
+    source: str
+    hypothesis: Hypothesis
+    confidence: float | None = None
+    warnings: list[AnswerWarning] = field(default_factory=list)
+
+
+@dataclass
 class TranslationResult:
-    """The best translation (`text`, `score`) and every returned hypothesis, best first."""
+    """The best translation (`text`, `score`) and every returned hypothesis, best first;
+    `confidence`: the chance it is acceptable (None: the model version has no confidence);
+    `warnings`; `language`: the language check; `sentences`: the parts, when the text was
+    translated in several (sentences, or clauses of a long one)."""
 
     hypotheses: list[Hypothesis]
     model_version: int = 0
+    confidence: float | None = None
+    warnings: list[AnswerWarning] = field(default_factory=list)
+    language: Language | None = None
+    sentences: list[Sentence] = field(default_factory=list)
+
+    @property
+    def warning_codes(self) -> list[str]:
+        return [w.code for w in self.warnings]
 
     @property
     def text(self) -> str:
@@ -63,11 +106,18 @@ class TranslationResult:
 
 @dataclass
 class ClassificationResult:
-    """The most probable `label` and `probabilities` (label → probability)."""
+    """The most probable `label` and `probabilities` (label → probability), `warnings` and
+    the language check."""
 
     label: str
     probabilities: dict[str, float] = field(default_factory=dict)
     model_version: int = 0
+    warnings: list[AnswerWarning] = field(default_factory=list)
+    language: Language | None = None
+
+    @property
+    def warning_codes(self) -> list[str]:
+        return [w.code for w in self.warnings]
 
 
 def _hypothesis(h) -> Hypothesis:
@@ -80,6 +130,35 @@ def _hypothesis(h) -> Hypothesis:
         list(h.target_tokens),
         [flat[i : i + width] for i in range(0, len(flat), width)] if width else [],
         [(w.target, w.source) for w in h.word_alignment],
+    )
+
+
+def _warnings(message) -> list[AnswerWarning]:
+    return [AnswerWarning(w.code, w.message) for w in message.warnings]
+
+
+def _language(message) -> Language | None:
+    if not message.HasField("language"):
+        return None
+    g = message.language
+    return Language(g.language, g.probability, g.expected, g.expected_probability)
+
+
+def _confidence(message) -> float | None:
+    return message.confidence if message.HasField("confidence") else None
+
+
+def _translation(t, version: int) -> TranslationResult:
+    return TranslationResult(
+        [_hypothesis(h) for h in t.hypotheses],
+        version,
+        _confidence(t),
+        _warnings(t),
+        _language(t),
+        [
+            Sentence(s.source, _hypothesis(s.hypothesis), _confidence(s), _warnings(s))
+            for s in t.sentences
+        ],
     )
 
 
@@ -219,10 +298,7 @@ class Client:
         if return_alignment:
             request.return_alignment = True
         response = self._rpc(self._stub.Translate, request)
-        return [
-            TranslationResult([_hypothesis(h) for h in t.hypotheses], response.model_version)
-            for t in response.translations
-        ]
+        return [_translation(t, response.model_version) for t in response.translations]
 
     def classify(
         self,
@@ -241,7 +317,11 @@ class Client:
         response = self._rpc(self._stub.Classify, request)
         return [
             ClassificationResult(
-                r.label, {p.label: p.probability for p in r.probabilities}, response.model_version
+                r.label,
+                {p.label: p.probability for p in r.probabilities},
+                response.model_version,
+                _warnings(r),
+                _language(r),
             )
             for r in response.results
         ]

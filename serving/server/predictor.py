@@ -5,9 +5,11 @@ TF-Serving-style repository `<model_dir>/<task>/<version>/`; `seq2seq.inference.
 loads one and runs texts through it exactly as evaluation and the CLI do (TensorFlow and
 SentencePiece only: no Keras, nothing from training). Which versions are loaded, and when they
 are let go, is the version manager's job (`serving.server.manager`); this module validates a
-request against the limits and the model (a text longer than the model reads is refused, never
-cut), holds the version it asked for while its texts go through that task's batcher
-(`serving.server.batching`), and hands back the results.
+request against the limits and the model (a text to classify longer than the model reads is
+refused, never cut; a text to translate is split into sentences and clauses, and a part still
+longer is cut with a `truncated` warning), holds the version it asked for while its texts go
+through that task's batcher (`serving.server.batching`), and hands back answers that say how far
+to trust them (`seq2seq.answers`).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class BatchKey(NamedTuple):
 
     served: Served  # the loaded version
     decoding: fmt.Decoding | None  # translation: the search (canonical); classification: None
-    alignment: bool  # translation: return pieces and alignment too
+    alignment: bool  # translation: decode with the attention alignment
 
 
 class NullMetrics(manager.NullMetrics):
@@ -203,7 +205,9 @@ class Predictor:
             return runner.classify(items, batch_size=None)
         n_best = max(n for _, n in items)
         texts = [text for text, _ in items]
-        results = runner.run(texts, key.decoding, n_best, batch_size=None, alignment=key.alignment)
+        results = runner.run(
+            texts, key.decoding, n_best, batch_size=None, alignment=key.alignment, pieces=True
+        )
         return [hyps[:n] for hyps, (_, n) in zip(results, items, strict=True)]
 
     def _call_items(self, key: BatchKey) -> int:
@@ -254,9 +258,12 @@ class Predictor:
         model_version_label=None,
         alive=None,
     ):
-        """For each text, n_best hypotheses (seq2seq.inference.Hypothesis, with pieces and
-        alignment when `return_alignment`); returns (results, version). The version is
-        `model_version`, the one `model_version_label` names, or the newest served."""
+        """For each text, a seq2seq.answers.TranslationAnswer: n_best hypotheses
+        (seq2seq.inference.Hypothesis, with pieces and alignment when the model has attention),
+        the confidence, warnings and language check, and the parts when the text was split
+        (seq2seq.sentences); returns (answers, version). The version is `model_version`, the
+        one `model_version_label` names, or the newest served. A part longer than the model
+        reads is cut and its answer warned `truncated`."""
         lim = self.limits
         if beam_size is not None and not 1 <= beam_size <= lim.max_beam_size:
             raise InvalidRequest(
@@ -290,10 +297,11 @@ class Predictor:
                 raise InvalidRequest(
                     f"n_best must be in [1, beam_size {decoding.beam_size}], got {n_best}"
                 )
-            runner = served.model.runner
-            lengths = [len(ids) for ids in runner.source.encode_batch(texts)]
-            _check_lengths(lengths, runner.max_input_tokens, served.model)
-            pieces = sum(lengths)
+            runner, checks = served.model.runner, served.model.checks
+            parts = [checks.parts(text) for text in texts]
+            flat = [part.text for text_parts in parts for part in text_parts]
+            lengths = [len(ids) for ids in runner.source.encode_batch(flat)]
+            pieces = sum(min(n, runner.max_input_tokens) for n in lengths)
             cost = pieces * decoding.beam_size * decoding.max_length
             if cost > lim.max_request_cost:
                 raise InvalidRequest(
@@ -308,17 +316,28 @@ class Predictor:
                     "has no alignment to return: ask without return_alignment, or serve a "
                     "model trained with model.attention=luong"
                 )
-            key = BatchKey(served, decoding.canonical(), bool(return_alignment))
-            items = [(text, n_best) for text in texts]
-            results = self._batched("translate", key, items, timeout, alive)
-            return results, served.model.version
+            # every part is decoded with its pieces (and alignment, when the model has
+            # attention): its confidence is computed from them; the servicer returns them only
+            # to a request that asked for them
+            key = BatchKey(served, decoding.canonical(), runner.has_alignment)
+            results = self._batched("translate", key, [(t, n_best) for t in flat], timeout, alive)
+            alpha = decoding.canonical().length_penalty
+            answers, start = [], 0
+            for text, text_parts in zip(texts, parts, strict=True):
+                end = start + len(text_parts)
+                answers.append(
+                    checks.answer(text, text_parts, lengths[start:end], results[start:end], alpha)
+                )
+                start = end
+            return answers, served.model.version
         finally:
             self.versions.release(served)
 
     def classify(
         self, texts, model_version=None, timeout=None, model_version_label=None, alive=None
     ):
-        """For each text, (label, {label: probability}); returns (results, version)."""
+        """For each text, a seq2seq.answers.ClassificationAnswer (label, {label: probability},
+        warnings, the language check); returns (answers, version)."""
         texts = _check_texts(texts, self.limits)
         served = self.versions.acquire("classify", model_version, model_version_label)
         try:
@@ -326,7 +345,13 @@ class Predictor:
             lengths = [len(ids) for ids in runner.tokenizer.encode_batch(texts)]
             _check_lengths(lengths, runner.max_input_tokens, served.model)
             key = BatchKey(served, None, False)
-            return self._batched("classify", key, texts, timeout, alive), served.model.version
+            results = self._batched("classify", key, texts, timeout, alive)
+            checks = served.model.checks
+            answers = [
+                checks.answer(text, label, probabilities)
+                for text, (label, probabilities) in zip(texts, results, strict=True)
+            ]
+            return answers, served.model.version
         finally:
             self.versions.release(served)
 

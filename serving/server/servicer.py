@@ -59,6 +59,41 @@ def _hypothesis(h, alignment: bool) -> pb.Hypothesis:
     )
 
 
+def _warnings(warnings) -> list[pb.AnswerWarning]:
+    return [pb.AnswerWarning(code=w.code, message=w.message) for w in warnings]
+
+
+def _language(guessed) -> pb.LanguageGuess | None:
+    if guessed is None:
+        return None
+    return pb.LanguageGuess(
+        language=guessed.language,
+        probability=guessed.probability,
+        expected=guessed.expected,
+        expected_probability=guessed.expected_probability,
+    )
+
+
+def _translation(answer, alignment: bool) -> pb.Translation:
+    """A seq2seq.answers.TranslationAnswer as protobuf (pieces and alignment only when the
+    request asked for them)."""
+    return pb.Translation(
+        hypotheses=[_hypothesis(h, alignment) for h in answer.hypotheses],
+        confidence=answer.confidence,
+        warnings=_warnings(answer.warnings),
+        language=_language(answer.language),
+        sentences=[
+            pb.SentenceTranslation(
+                source=s.source,
+                hypothesis=_hypothesis(s.hypothesis, alignment),
+                confidence=s.confidence,
+                warnings=_warnings(s.warnings),
+            )
+            for s in answer.sentences
+        ],
+    )
+
+
 def _time_left(context) -> float | None:
     """Seconds to the call's deadline, None when it has none."""
     left = context.time_remaining()
@@ -110,10 +145,7 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
         )
         aligned = request.return_alignment
         return pb.TranslateResponse(
-            translations=[
-                pb.Translation(hypotheses=[_hypothesis(h, aligned) for h in hyps])
-                for hyps in results
-            ],
+            translations=[_translation(answer, aligned) for answer in results],
             model_version=version,
         )
 
@@ -131,12 +163,15 @@ class Seq2SeqServicer(pb_grpc.Seq2SeqServiceServicer):
         return pb.ClassifyResponse(
             results=[
                 pb.Classification(
-                    label=label,
+                    label=answer.label,
                     probabilities=[
-                        pb.LabelProbability(label=n, probability=p) for n, p in probs.items()
+                        pb.LabelProbability(label=n, probability=p)
+                        for n, p in answer.probabilities.items()
                     ],
+                    warnings=_warnings(answer.warnings),
+                    language=_language(answer.language),
                 )
-                for label, probs in results
+                for answer in results
             ],
             model_version=version,
         )

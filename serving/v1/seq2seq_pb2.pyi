@@ -60,11 +60,51 @@ class AlignedWord(_message.Message):
     source: str
     def __init__(self, target: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
+class AnswerWarning(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class LanguageGuess(_message.Message):
+    __slots__ = ("language", "probability", "expected", "expected_probability")
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    language: str
+    probability: float
+    expected: str
+    expected_probability: float
+    def __init__(self, language: _Optional[str] = ..., probability: _Optional[float] = ..., expected: _Optional[str] = ..., expected_probability: _Optional[float] = ...) -> None: ...
+
+class SentenceTranslation(_message.Message):
+    __slots__ = ("source", "hypothesis", "confidence", "warnings")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    HYPOTHESIS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    hypothesis: Hypothesis
+    confidence: float
+    warnings: _containers.RepeatedCompositeFieldContainer[AnswerWarning]
+    def __init__(self, source: _Optional[str] = ..., hypothesis: _Optional[_Union[Hypothesis, _Mapping]] = ..., confidence: _Optional[float] = ..., warnings: _Optional[_Iterable[_Union[AnswerWarning, _Mapping]]] = ...) -> None: ...
+
 class Translation(_message.Message):
-    __slots__ = ("hypotheses",)
+    __slots__ = ("hypotheses", "confidence", "warnings", "language", "sentences")
     HYPOTHESES_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    SENTENCES_FIELD_NUMBER: _ClassVar[int]
     hypotheses: _containers.RepeatedCompositeFieldContainer[Hypothesis]
-    def __init__(self, hypotheses: _Optional[_Iterable[_Union[Hypothesis, _Mapping]]] = ...) -> None: ...
+    confidence: float
+    warnings: _containers.RepeatedCompositeFieldContainer[AnswerWarning]
+    language: LanguageGuess
+    sentences: _containers.RepeatedCompositeFieldContainer[SentenceTranslation]
+    def __init__(self, hypotheses: _Optional[_Iterable[_Union[Hypothesis, _Mapping]]] = ..., confidence: _Optional[float] = ..., warnings: _Optional[_Iterable[_Union[AnswerWarning, _Mapping]]] = ..., language: _Optional[_Union[LanguageGuess, _Mapping]] = ..., sentences: _Optional[_Iterable[_Union[SentenceTranslation, _Mapping]]] = ...) -> None: ...
 
 class TranslateResponse(_message.Message):
     __slots__ = ("translations", "model_version")
@@ -93,12 +133,16 @@ class LabelProbability(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("label", "probabilities")
+    __slots__ = ("label", "probabilities", "warnings", "language")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     label: str
     probabilities: _containers.RepeatedCompositeFieldContainer[LabelProbability]
-    def __init__(self, label: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[AnswerWarning]
+    language: LanguageGuess
+    def __init__(self, label: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[AnswerWarning, _Mapping]]] = ..., language: _Optional[_Union[LanguageGuess, _Mapping]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("results", "model_version")

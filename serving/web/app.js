@@ -137,6 +137,10 @@ function renderModels(data) {
       el("h3", {}, task + " ", el("span", { class: "version" }, "v" + m.version)), dl));
   }
   const lim = data.limits;
+  for (const id of ["source", "review"]) {
+    $(id).maxLength = lim.max_text_chars;
+    countChars(id);
+  }
   $("beam").max = lim.max_beam_size;
   $("nbest").max = Math.min(lim.max_n_best, Number($("beam").value));
   if (Number($("nbest").value) > Number($("nbest").max)) $("nbest").value = $("nbest").max;
@@ -148,6 +152,17 @@ function renderModels(data) {
     $("news").textContent = news.join("; ") + ".";
     $("news").hidden = false;
   }
+}
+
+// "37 / 2,000 characters" under a text box that stops at the server's limit
+function countChars(id) {
+  const box = $(id);
+  const count = $(id + "-count");
+  if (!count) return;
+  const limit = box.maxLength > 0 ? box.maxLength : null;
+  count.textContent = `${fmtInt(box.value.length)}` +
+    (limit ? ` / ${fmtInt(limit)} characters` : " characters");
+  count.classList.toggle("full", limit !== null && box.value.length >= limit);
 }
 
 function setStatus(kind, text) {
@@ -177,6 +192,55 @@ async function loadModels() {
 
 // --- translation ------------------------------------------------------------------------------
 
+// A byte-fallback piece ("<0xE2>"): a character the vocabulary lacks is spelled as its UTF-8
+// bytes, one piece each. The page decodes them: it shows characters, never the pieces' names.
+const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
+const byteOf = (piece) => {
+  const m = BYTE_PIECE.exec(piece);
+  return m ? parseInt(m[1], 16) : null;
+};
+
+// The text pieces spell: "▁" a space, runs of byte pieces decoded as UTF-8 (bytes that make no
+// character are dropped).
+function piecesText(pieces) {
+  let out = "";
+  let bytes = [];
+  const flush = () => {
+    if (bytes.length) out += new TextDecoder().decode(new Uint8Array(bytes)).replace(/\uFFFD/g, "");
+    bytes = [];
+  };
+  for (const piece of pieces) {
+    const b = byteOf(piece);
+    if (b !== null) bytes.push(b);
+    else {
+      flush();
+      out += piece.replace(/\u2581/g, " ");
+    }
+  }
+  flush();
+  return out;
+}
+
+// A label per piece for the heatmap: a byte piece that starts a character shows the
+// character, the pieces that continue it "·".
+function pieceLabels(pieces) {
+  const labels = [...pieces];
+  for (let i = 0; i < pieces.length;) {
+    const b = byteOf(pieces[i]);
+    if (b === null) {
+      i += 1;
+      continue;
+    }
+    const size = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    let end = i + 1;
+    while (end < i + size && end < pieces.length && byteOf(pieces[end]) !== null) end += 1;
+    labels[i] = piecesText(pieces.slice(i, end)) || "·";
+    for (let k = i + 1; k < end; k++) labels[k] = "·";
+    i = end;
+  }
+  return labels;
+}
+
 // SentencePiece pieces → words: a word starts at a piece beginning with "▁".
 function words(pieces) {
   const spans = [];
@@ -185,10 +249,7 @@ function words(pieces) {
     if (piece.startsWith("\u2581") || !spans.length) spans.push([]);
     spans[spans.length - 1].push(i);
   });
-  return spans.map((span) => ({
-    text: span.map((i) => pieces[i]).join("").replace(/^\u2581/, ""),
-    span,
-  }));
+  return spans.map((span) => ({ text: piecesText(span.map((i) => pieces[i])).trim(), span }));
 }
 
 function renderAlignment(h) {
@@ -211,16 +272,18 @@ function renderAlignment(h) {
   const table = $("heatmap");
   table.textContent = "";
   const head = el("tr", {}, el("th", {}, ""));
-  h.source_tokens.forEach((p) => head.append(el("th", { scope: "col" }, p)));
+  const sourceLabels = pieceLabels(h.source_tokens);
+  const targetLabels = pieceLabels(h.target_tokens);
+  sourceLabels.forEach((p) => head.append(el("th", { scope: "col" }, p)));
   table.append(el("thead", {}, head));
   const rows = [];
   const body = el("tbody");
-  h.target_tokens.forEach((piece, t) => {
+  targetLabels.forEach((piece, t) => {
     const row = el("tr", {}, el("th", { scope: "row" }, piece));
     for (let s = 0; s < S; s++) {
       const w = weight(t, s);
       row.append(el("td", {
-        title: `${piece} ← ${h.source_tokens[s]}: ${w.toFixed(2)}`,
+        title: `${piece} ← ${sourceLabels[s]}: ${w.toFixed(2)}`,
         style: `background: rgba(var(--heat), ${w.toFixed(3)})`,
       }));
     }
@@ -265,15 +328,49 @@ function renderAlignment(h) {
   figure.hidden = false;
 }
 
+// How far to trust an answer, in words and colour: the chance that a translation the model
+// scores like this one is acceptable (chrF ≥ 50 against a human one; fitted on the validation
+// split when the version was exported).
+const TRUST = [
+  [0.75, "likely right", "good"],
+  [0.5, "may be wrong", "fair"],
+  [0, "probably wrong", "poor"],
+];
+function confidenceBadge(p) {
+  if (p === undefined || p === null) return null;
+  const [, words, kind] = TRUST.find(([least]) => p >= least);
+  return el("span", {
+    class: "confidence " + kind,
+    title: "the chance that a translation the model scores like this is acceptable " +
+      "(chrF ≥ 50 against a human translation), fitted on held-out sentences",
+  }, `${words} · ${Math.round(p * 100)}% confidence`);
+}
+
+// Warnings, each a sentence: "This does not look like Spanish (it looks like English)."
+function renderWarnings(node, warnings) {
+  node.textContent = "";
+  for (const w of warnings || []) {
+    const text = w.message.charAt(0).toUpperCase() + w.message.slice(1) + ".";
+    node.append(el("li", { class: "warning " + w.code, "data-code": w.code }, text));
+  }
+  node.hidden = !node.childElementCount;
+}
+
 function renderTranslation(data) {
-  const hyps = data.translations[0].hypotheses;
+  const answer = data.translations[0];
+  const hyps = answer.hypotheses;
   const list = $("hypotheses");
   list.textContent = "";
   const buttons = hyps.map((h, i) => {
-    const button = el("button", { type: "button", "aria-pressed": String(i === 0) },
-      el("span", { class: "text" }, h.text || "(empty)"),
-      el("span", { class: "score", title: "log-probability (length-normalised for beam)" },
-        "score " + h.score.toFixed(3)));
+    const button = el("button", {
+      type: "button",
+      "aria-pressed": String(i === 0),
+      title: `score ${h.score.toFixed(3)} (log-probability, length-normalised for beam)`,
+    }, el("span", { class: "text" }, h.text || "(empty)"));
+    if (i === 0) {
+      const badge = confidenceBadge(answer.confidence);
+      if (badge) button.append(badge);
+    }
     button.addEventListener("click", () => {
       buttons.forEach((b) => b.setAttribute("aria-pressed", String(b === button)));
       renderAlignment(h);
@@ -281,8 +378,27 @@ function renderTranslation(data) {
     list.append(el("li", {}, button));
     return button;
   });
+  renderWarnings($("translate-warnings"), answer.warnings);
+  // a text translated in parts: each part, with its confidence; its alignment on a click
+  const parts = $("sentences");
+  parts.textContent = "";
+  (answer.sentences || []).forEach((s, i) => {
+    const button = el("button", { type: "button", "aria-pressed": String(i === 0) },
+      el("span", { class: "part-source" }, s.source),
+      el("span", { class: "part-text" }, s.hypothesis.text || "(empty)"));
+    const badge = confidenceBadge(s.confidence);
+    if (badge) button.append(badge);
+    button.addEventListener("click", () => {
+      parts.querySelectorAll("button").forEach((b) =>
+        b.setAttribute("aria-pressed", String(b === button)));
+      renderAlignment(s.hypothesis);
+    });
+    parts.append(el("li", {}, button));
+  });
+  $("sentences-block").hidden = !parts.childElementCount;
   $("alignment").hidden = true;
-  if (hyps.length) renderAlignment(hyps[0]);
+  if (answer.sentences && answer.sentences.length) renderAlignment(answer.sentences[0].hypothesis);
+  else if (hyps.length) renderAlignment(hyps[0]);
   answeredBy($("translate-by"), "translate", data.model_version);
   $("translate-result").hidden = false;
 }
@@ -324,6 +440,7 @@ function renderClassification(data) {
         el("div", { class: "fill", style: `width: ${pct}` })),
       el("span", { class: "value" }, pct)));
   }
+  renderWarnings($("classify-warnings"), result.warnings);
   answeredBy($("classify-by"), "classify", data.model_version);
   $("classify-result").hidden = false;
 }
@@ -532,6 +649,8 @@ function wire() {
   $("classify-form").addEventListener("submit", classify);
   // Ctrl/Cmd+Enter in a text box sends its form
   for (const id of ["source", "review"]) {
+    $(id).addEventListener("input", () => countChars(id));
+    countChars(id);
     $(id).addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
         event.preventDefault();
@@ -543,6 +662,7 @@ function wire() {
     chip.addEventListener("click", () => {
       const box = $(chip.dataset.target);
       box.value = chip.textContent;
+      countChars(box.id);
       box.form.requestSubmit();
     });
   });

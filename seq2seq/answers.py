@@ -128,7 +128,9 @@ class TranslationChecks:
                     )
                 )
             p = None
-            if self.confidence is not None and best.target_tokens:
+            if self.confidence is not None and not best.ended:
+                p = 0.0  # cut off: no whole translation (seq2seq.confidence)
+            elif self.confidence is not None and best.target_tokens:
                 row = conf.features(
                     best.source_tokens,
                     best.target_tokens,
@@ -146,8 +148,7 @@ class TranslationChecks:
             notes.append(
                 AnswerWarning(
                     LOW_CONFIDENCE,
-                    f"the model is unsure of this translation: about {round(100 * p_text)} in "
-                    f"100 translations it scores like this are acceptable",
+                    f"the model is unsure of this translation ({100 * p_text:.0f}% confidence)",
                 )
             )
         if len(parts) == 1:

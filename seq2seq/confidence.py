@@ -5,8 +5,11 @@ and its scale moves with the length penalty. What can is a small logistic regres
 the decoder shows while it translates (`features`): the mean log-probability per piece, how
 much of the source the attention covered and whether it dwelt on one piece, the length ratio,
 whether the output ended, the share of byte-fallback (unknown) characters in the source, the
-source length, and the share of output pieces copied from the source. Its target is
-"acceptable": the sentence's chrF against the reference is at least `ACCEPTABLE_CHRF`.
+source length, the share of output pieces copied from the source, and how much of the output
+repeats itself. Its target is "acceptable": the sentence's chrF against the reference is at
+least `ACCEPTABLE_CHRF`. An output cut at max_length is given no chance at all (0,
+`seq2seq.answers`): it never ended, so it is no whole translation, and the validation split,
+where none is cut, cannot teach the model that.
 
 It is fitted at export on the validation split, decoded exactly as the server decodes (the
 model's default beam, with alignment), and stored in the export's metadata (`ConfidenceModel`,
@@ -39,6 +42,7 @@ FEATURES = (
     "byte_share",  # share of the source pieces that are byte-fallback pieces
     "source_pieces",  # log(1 + source pieces)
     "copied_share",  # share of the output's word pieces that appear in the source
+    "repeats",  # share of the output pieces that repeat the three before them somewhere earlier
 )
 WITHOUT_ATTENTION = ("coverage", "dwell")
 
@@ -62,12 +66,24 @@ def features(
         "byte_share": sum(bool(_BYTE.match(p)) for p in source_tokens) / max(1, len(source_tokens)),
         "source_pieces": math.log1p(len(source_tokens)),
         "copied_share": sum(p.lstrip("\u2581") in source_set for p in words) / max(1, len(words)),
+        "repeats": _repeats([p for p in target_tokens if p != "<eos>"]),
     }
     if len(alignment):
         received = np.asarray(alignment, np.float64).sum(axis=0)  # per source piece
         out["coverage"] = float(np.minimum(received, 1.0).mean())
         out["dwell"] = float(np.log1p(received.max()))
     return out
+
+
+def _repeats(pieces: list[str], n: int = 3) -> float:
+    """Share of the pieces that end an n-gram seen earlier in the output (a decoder in a loop:
+    "the last train had already left, the last train had already left, …")."""
+    seen, repeated = set(), 0
+    for i in range(n - 1, len(pieces)):
+        gram = tuple(pieces[i - n + 1 : i + 1])
+        repeated += gram in seen
+        seen.add(gram)
+    return repeated / max(1, len(pieces))
 
 
 def sigmoid(z):

@@ -299,7 +299,7 @@ class Predictor:
                 )
             runner, checks = served.model.runner, served.model.checks
             parts = [checks.parts(text) for text in texts]
-            flat = [part.text for text_parts in parts for part in text_parts]
+            flat = [part.model_text for text_parts in parts for part in text_parts]
             lengths = [len(ids) for ids in runner.source.encode_batch(flat)]
             pieces = sum(min(n, runner.max_input_tokens) for n in lengths)
             cost = pieces * decoding.beam_size * decoding.max_length

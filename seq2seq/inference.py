@@ -21,6 +21,7 @@ from tqdm import tqdm
 from seq2seq import answers
 from seq2seq import export_format as fmt
 from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.language import guess
 
 
 class Hypothesis(NamedTuple):
@@ -352,7 +353,10 @@ class ExportedModel:
 
     def warm_up(self) -> None:
         """Runs what the first requests would (greedy and beam search, with alignment too when
-        the model has it, or classify), so that none of them pays for the first call."""
+        the model has it, or classify, and the language check: its model loads on first use),
+        so that none of them pays for the first call."""
+        if self.checks.language:
+            guess("hola", self.checks.language)
         if self.task == "translate":
             for alignment in (False, True) if self.runner.has_alignment else (False,):
                 for beam in (1, 2):

@@ -379,7 +379,7 @@ def test_a_version_that_does_not_load_gives_way_to_the_next_older_one(repo):
     try:
         assert predictor.models["translate"].version == 1
         results, version = predictor.translate(["Veo el gato."])
-        assert (results[0][0][0], version) == ("I see the cat.", 1)
+        assert (results[0].hypotheses[0].text, version) == ("I see the cat.", 1)
         add_version(repo / "translate", repo / "translate" / "1", 3)
         assert predictor.refresh("translate", wait_until_stable=False) == 3
         broken(4)

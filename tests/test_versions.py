@@ -50,7 +50,7 @@ def repo(models, flipped, tmp_path):
 
 def label_of(predictor, **which):
     results, version = predictor.classify([TEXT], **which)
-    return results[0][0], version
+    return results[0].label, version
 
 
 def test_policies_and_labels_parse_or_say_what_is_wrong():

@@ -28,7 +28,7 @@ from seq2seq.publish import Publisher
 from seq2seq.training import Evaluation, make_strategy, mean_loss, restore_weights, train
 
 MAX_TOKENS = fmt.MAX_INPUT_TOKENS["translate"]  # longer sources (and targets) are cut
-CONFIDENCE_SAMPLE = 400  # validation sentences an intermediate version's confidence is fitted on
+CONFIDENCE_SAMPLE = 200  # validation sentences an intermediate version's confidence is fitted on
 
 
 def languages(cfg: Config) -> tuple[str, str]:

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from seq2seq.answers import ClassificationAnswer, TranslationAnswer
 from serving.server.batching import BatchingOptions
 from serving.server.config import ServerSection, parse_threads
 from serving.server.errors import Limits
@@ -143,10 +144,10 @@ class NullPredictor:
     limits = Limits()
 
     def translate(self, texts, **_options):
-        return [[_Echo(text, 0.0)] for text in texts], 0
+        return [TranslationAnswer([_Echo(text, 0.0)], None, (), None) for text in texts], 0
 
     def classify(self, texts, **_options):
-        return [("pos", {"neg": 0.25, "pos": 0.75}) for _ in texts], 0
+        return [ClassificationAnswer("pos", {"neg": 0.25, "pos": 0.75}, (), None) for _ in texts], 0
 
     def metadata(self, task=None):
         return []

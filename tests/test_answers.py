@@ -106,3 +106,11 @@ def test_a_classification_warns_of_a_foreign_text_and_a_coin_toss():
     spanish = c.answer("Una película aburrida y larga.", "neg", {"neg": 0.55, "pos": 0.45})
     assert codes(spanish) == [NOT_SOURCE_LANGUAGE, LOW_CONFIDENCE]
     assert "neg at 55% is close to a coin toss" in spanish.warnings[1].message
+
+
+def test_an_output_cut_at_max_length_has_no_chance_whatever_its_score():
+    c = checks()
+    sure_but_cut = hyp("I see the cat the cat the cat", -0.1, ended=False)
+    answer = c.answer("Veo el gato.", c.parts("Veo el gato."), [4], [[sure_but_cut]], 0.0)
+    assert answer.confidence == 0.0
+    assert codes(answer) == [TRUNCATED, LOW_CONFIDENCE]

@@ -666,7 +666,11 @@ def test_an_http_request_past_its_timeout_header_is_504_on_a_busy_server(roomy, 
     worker.join(60)
     print(f"HTTP 50 ms timeout on a busy server: {status} after {waited * 1000:.1f} ms")
     assert status == 504 and answer["error"]["status"] == "DEADLINE_EXCEEDED", answer
-    assert answer["error"]["message"].startswith("the deadline passed before the model answered")
+    # in the queue behind the busy worker ("… before the model answered"), or, on a loaded
+    # machine, before its handler even ran ("… before the call ran"): both are the deadline
+    assert answer["error"]["message"].startswith(
+        ("the deadline passed before the model answered", "the deadline passed before the call ran")
+    ), answer
     assert waited < min(0.2, heavy_seconds / 2), f"answered after {waited:.3f} s"
 
 

@@ -53,6 +53,8 @@ def test_bad_config_files(tmp_path, content, match):
         ("data.joint_vocab_size=-1", "data.joint_vocab_size must be an integer ≥ 0"),
         ("model.copy=true", "model.copy copies source pieces by attention into one vocabulary"),
         ("train.name_augmentation=2", r"train.name_augmentation must be in \[0, 1\], got 2"),
+        ("data.language=english", "data.language must be a two-letter ISO 639-1 code"),
+        ("data.language=e1", "data.language must be a two-letter ISO 639-1 code"),
     ],
 )
 def test_bad_overrides(override, match):

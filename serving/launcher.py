@@ -113,6 +113,18 @@ class Launcher:
         cmd += ["--publish", str(self.model_dir / task)]
         return cmd + (["--until-first-version"] if until_first else [])
 
+    def server_command(self) -> list[str]:
+        """One server, or (--replicas N) N of them behind Envoy (serving.replicas)."""
+        a = self.args
+        if not a.replicas:
+            return [sys.executable, "-m", "serving", *self.server_args]
+        cmd = [sys.executable, "-m", "serving.replicas", "--replicas", str(a.replicas)]
+        if a.first_port is not None:
+            cmd += ["--first-port", str(a.first_port)]
+        if a.admin_port is not None:
+            cmd += ["--admin-port", str(a.admin_port)]
+        return [*cmd, "--", *self.server_args]
+
     # --- running ----------------------------------------------------------------------------------
 
     def on_signal(self, signum, _frame) -> None:
@@ -196,7 +208,7 @@ class Launcher:
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGTERM, self.on_signal)
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "serving", *self.server_args],
+            self.server_command(),
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
             start_new_session=True,
@@ -242,6 +254,14 @@ def main(argv=None) -> int:
         help="a training setting for both tasks, or for one (translate:train.max_steps=100)",
     )
     p.add_argument("--model-dir", default="models", help="the model repository root")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="serve with N replicas behind Envoy (serving.replicas) instead of one server",
+    )
+    p.add_argument("--first-port", type=int, default=None, help="(replicas) their first port")
+    p.add_argument("--admin-port", type=int, default=None, help="(replicas) Envoy's admin port")
     if argv is None:
         argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)

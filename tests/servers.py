@@ -89,8 +89,8 @@ def export_models(root: Path, tasks=("translate", "classify")) -> Path:
 class Server:
     """`python -m serving` in a subprocess, waited for until it listens."""
 
-    def __init__(self, model_dir: Path, *extra: str, env: dict | None = None):
-        self.port = free_port()
+    def __init__(self, model_dir: Path, *extra: str, env: dict | None = None, port: int = 0):
+        self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(

@@ -51,6 +51,10 @@ class ModelsSection:
     # older ones are deleted unless a label names them or the server serves them. 0: keep all.
     # Final versions and versions exported by hand are never deleted.
     keep_intermediate: int = 3
+    # A version replaced by a newer one is still served this long to requests that name it
+    # (by number or label): replicas of one repository load a new version seconds apart, and
+    # meanwhile every one of them answers for the old one. make serve-replicas: 30.
+    retire_seconds: float = 0.0
 
     def policies(self):
         return versions.parse_policies(self.versions)
@@ -128,6 +132,10 @@ class ServingConfig:
         if min(s.grace_seconds, s.drain_seconds, self.models.poll_seconds) < 0:
             raise ValueError(
                 "server.grace_seconds, server.drain_seconds and models.poll_seconds must be ≥ 0"
+            )
+        if self.models.retire_seconds < 0:
+            raise ValueError(
+                f"models.retire_seconds must be ≥ 0 (0: at once), got {self.models.retire_seconds}"
             )
         threads = self.batching.threads
         unknown = sorted(set(threads) - set(TASKS)) if isinstance(threads, dict) else []

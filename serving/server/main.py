@@ -271,6 +271,7 @@ def serve(
             on_poll=watcher,
             on_change=memory.models_changed,
             keep_intermediate=cfg.models.keep_intermediate,
+            retire_seconds=cfg.models.retire_seconds,
         )
     except ValueError as err:  # a label pointing at a version that is not served
         raise SystemExit(f"error: {err}") from None
@@ -357,6 +358,11 @@ def serve(
 FLAGS = {
     "--model-dir": ("models.model_dir", str, "model repository root (models/)"),
     "--poll-seconds": ("models.poll_seconds", float, "look for new versions this often (0: never)"),
+    "--retire-seconds": (
+        "models.retire_seconds",
+        float,
+        "serve a replaced version this long more to requests naming it (0)",
+    ),
     "--host": ("server.host", str, "bind address (127.0.0.1)"),
     "--port": ("server.port", int, "gRPC port (50051)"),
     "--device": ("server.device", str, "cpu or gpu"),
@@ -389,7 +395,7 @@ FLAGS = {
 }
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serving",
         description=__doc__.split("\n\n")[0].replace("\n", " "),
@@ -402,6 +408,12 @@ def main(argv=None) -> int:
     )
     for flag, (dest, kind, help_text) in FLAGS.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    return p
+
+
+def parse(argv=None, p: argparse.ArgumentParser | None = None):
+    """(args, settings, the flags' overrides) of a server command line; exits on bad ones."""
+    p = p or parser()
     args = p.parse_args(argv)
     overrides = {dest: getattr(args, dest) for dest, _, _ in FLAGS.values()}
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -409,6 +421,11 @@ def main(argv=None) -> int:
         cfg = serving_config.load(args.config, overrides)
     except ValueError as err:
         p.error(str(err))
+    return args, cfg, overrides
+
+
+def main(argv=None) -> int:
+    args, cfg, overrides = parse(argv)
     token = None
     if cfg.security.token_file:
         token = read_token(cfg.security.token_file)

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +85,9 @@ class VersionManager:
             (default: seq2seq.inference.ExportedModel).
         keep_intermediate: intermediate versions of a live training run kept on disk (`prune`);
             0: none is deleted.
+        retire_seconds: how long after a newer version arrives the version it replaced is
+            still served to requests that name it (replicas of one repository load a new version
+            seconds apart; meanwhile every one of them answers for the old one). 0: at once.
     """
 
     def __init__(
@@ -95,9 +99,12 @@ class VersionManager:
         on_change: Callable[[], None] | None = None,
         load: Callable[[Path, str], object] = _load_export,
         keep_intermediate: int = 0,
+        retire_seconds: float = 0.0,
     ):
         self.model_dir = Path(model_dir)
         self.keep_intermediate = keep_intermediate
+        self.retire_seconds = retire_seconds
+        self._retire_logged: set[tuple[str, int]] = set()
         self.training = {task: TrainingStatus(self.model_dir / task) for task in TASKS}
         self.metrics = metrics or NullMetrics()
         self._on_change = on_change
@@ -174,13 +181,35 @@ class VersionManager:
                     raise VersionNotFound(f"no {task} version label {label!r} (labels: {known})")
                 version = names[label]
             chosen = served[max(served)] if version is None else served.get(version)
-            if chosen is None:
-                what = f"version {version}" + (f" (label {label!r})" if label else "")
-                raise VersionNotFound(
-                    f"{task} model {what} is not loaded (serving versions {have})"
-                )
-            chosen.in_flight += 1
-            return chosen
+            if chosen is not None:
+                chosen.in_flight += 1
+                return chosen
+        what = f"version {version}" + (f" (label {label!r})" if label else "")
+        if self._coming(task, version):
+            # Behind the other replicas of a shared repository: they may serve it already, and
+            # this one will in a moment. UNAVAILABLE is the status a proxy (and a client)
+            # retries, so a request pinned to a new version is answered by whichever replica
+            # has it, never refused by one that is behind (a rolling update).
+            raise ModelUnavailable(
+                f"{task} model {what} is in the repository but not loaded here yet (serving "
+                f"versions {have}): retry in a few seconds"
+            )
+        raise VersionNotFound(f"{task} model {what} is not loaded (serving versions {have})")
+
+    def _coming(self, task: str, version: int) -> bool:
+        """Whether `version` of `task` is complete on disk, wanted by the policy or a label, and
+        not known to be broken: the watcher loads it at its next poll."""
+        if version in self._failed_versions(task):
+            return False
+        on_disk = fmt.versions(self.model_dir / task)
+        if version not in on_disk:
+            return False
+        with self._lock:
+            policy, labels = self._policies[task], {task: dict(self._labels.get(task, {}))}
+        return version in self._wanted(task, policy, on_disk, labels)
+
+    def _failed_versions(self, task: str) -> set[int]:
+        return {v for (t, v) in list(self._failed) if t == task}
 
     def release(self, served: Served) -> None:
         with self._lock:
@@ -243,11 +272,13 @@ class VersionManager:
                 pinned = set(self._labels.get(task, {}).values())
             chosen: list[int] = []
             by_policy = 0
-            for candidate in reversed(fmt.versions(self.model_dir / task)):
+            on_disk = fmt.versions(self.model_dir / task)
+            retiring = self._retiring(task, policy, on_disk)
+            for candidate in reversed(on_disk):
                 wanted = policy.specific is None or candidate in policy.specific
                 if policy.latest is not None and by_policy >= policy.latest:
                     wanted = False
-                if not wanted and candidate not in pinned:
+                if not wanted and candidate not in pinned and candidate != retiring:
                     continue
                 if candidate in current or self._load(task, candidate, wait_until_stable):
                     chosen.append(candidate)
@@ -260,7 +291,40 @@ class VersionManager:
                         log.info("%s: version %d is no longer served", task, version)
                         self._retire(served)
             models = self.models
-            return models[task].version if task in models else None
+            if task not in models:
+                return None
+            # the version a request naming none gets (loads go newest first: an older version
+            # kept for a label or a roll is loaded after it)
+            self.metrics.model_loaded(task, models[task].version)
+            return models[task].version
+
+    def _retiring(self, task: str, policy: VersionPolicy, on_disk: list[int]) -> int | None:
+        """The version the newest one replaced (under `latest: N`, the one just past the N),
+        while the newest was published less than `retire_seconds` ago: still served to requests
+        that name it. The clock is the newest version's arrival in the repository (its folder's
+        ctime, set when it was renamed into place), the same for every replica of a shared
+        repository, so they all stop serving the old version at the same moment, whenever each
+        loaded the new one (or started)."""
+        if self.retire_seconds <= 0 or policy.latest is None or len(on_disk) <= policy.latest:
+            return None
+        try:
+            published = (self.model_dir / task / str(on_disk[-1])).stat().st_ctime
+        except OSError:
+            return None
+        left = published + self.retire_seconds - time.time()
+        if left <= 0:
+            return None
+        version = on_disk[-1 - policy.latest]
+        if (task, version) not in self._retire_logged:
+            self._retire_logged.add((task, version))
+            log.info(
+                "%s: version %d replaced by %d; still served %.0f s more to requests naming it",
+                task,
+                version,
+                on_disk[-1],
+                left,
+            )
+        return version
 
     def prune(self, task: str) -> list[int]:
         """Deletes the intermediate versions of a live training run (metadata `training.final`
@@ -324,7 +388,6 @@ class VersionManager:
         with self._lock:
             self._served[task][version] = Served(model)
         log.info("%s: now serving version %d", task, version)
-        self.metrics.model_loaded(task, version)
         self.metrics.reload(task, ok=True)
         self._changed()
         return True

@@ -146,6 +146,7 @@ class Predictor:
         on_poll=None,
         on_change=None,
         keep_intermediate: int = 0,
+        retire_seconds: float = 0.0,
     ):
         self.model_dir = Path(model_dir)
         self.limits = limits or Limits()
@@ -158,6 +159,7 @@ class Predictor:
             metrics=self.metrics,
             on_change=on_change,
             keep_intermediate=keep_intermediate,
+            retire_seconds=retire_seconds,
         )
         self._batchers = {}
         for task in TASKS:

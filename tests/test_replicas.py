@@ -26,6 +26,7 @@ from serving.replicas import (
     GRPC_CLUSTER,
     HTTP_CLUSTER,
     Ports,
+    admin_get,
     envoy_binary,
     envoy_command,
     healthy_hosts,
@@ -83,7 +84,7 @@ def test_the_committed_configuration_is_valid_and_rendered_for_any_number_of_rep
         "seq2seq.serving.v1.Seq2SeqService"
     )
     assert grpc["circuit_breakers"]["thresholds"][0]["retry_budget"]["budget_percent"] == {
-        "value": 20.0
+        "value": 50.0
     }
     assert (
         template["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
@@ -341,85 +342,115 @@ def publish(repo: Path, task: str, source: Path, version: int) -> None:
 TEXTS = {"translate": "Veo el gato.", "classify": "a good film 3"}
 
 
+class Load:
+    """`clients` threads sending translate and classify in turn through Envoy until `stop()`:
+    the even ones over gRPC, the odd ones over HTTP, clients 2, 3 (mod 4) pinned to version 1.
+    No retry of the client's own (retries=0): only Envoy may hide a failure."""
+
+    def __init__(self, fleet: Fleet, clients: int):
+        self.fleet = fleet
+        self.answers: dict[tuple, set] = {}  # (task, version) → the answers seen
+        self.versions_seen: dict[bool, set] = {True: set(), False: set()}  # pinned? → versions
+        self.failures: list[str] = []
+        self.counts = [0] * clients
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.t0 = time.monotonic()
+        self.threads = [threading.Thread(target=self.client, args=(k,)) for k in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def call(self, rpc, task: str, pin: dict) -> tuple[int, str]:
+        if rpc is not None:
+            call = rpc.translate if task == "translate" else rpc.classify
+            (result,) = call([TEXTS[task]], **pin)
+            return result.model_version, result.text if task == "translate" else result.label
+        status, body, _ = http_call(
+            f"http://127.0.0.1:{self.fleet.http}", "POST", f"/v1/{task}",
+            {"texts": [TEXTS[task]], **pin},
+        )  # fmt: skip
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {body}")
+        first = body["translations" if task == "translate" else "results"][0]
+        answer = first["hypotheses"][0]["text"] if task == "translate" else first["label"]
+        return int(body["model_version"]), answer
+
+    def client(self, k: int) -> None:
+        over_grpc, pinned = k % 2 == 0, k % 4 >= 2
+        pin = {"model_version": 1} if pinned else {}
+        target = f"127.0.0.1:{self.fleet.grpc}"
+        rpc = Client(target, timeout=30, retries=0) if over_grpc else None
+        n = 0
+        while not self.done.is_set():
+            task = ("translate", "classify")[n % 2]
+            n += 1
+            try:
+                version, answer = self.call(rpc, task, pin)
+            except (ServingError, RuntimeError, OSError) as err:
+                with self.lock:
+                    when = time.monotonic() - self.t0
+                    self.failures.append(f"{when:5.1f} s client {k} {task}: {err}")
+                continue
+            with self.lock:
+                self.counts[k] += 1
+                self.answers.setdefault((task, version), set()).add(answer)
+                self.versions_seen[pinned].add(version)
+        if rpc is not None:
+            rpc.close()
+
+    def stop(self) -> None:
+        self.done.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def check(self) -> None:
+        failures = self.failures
+        retries = admin_get(self.fleet.admin, "/stats?filter=retry") or ""  # Envoy's counters
+        assert not failures, (
+            f"{len(failures)} failed requests:\n" + "\n".join(failures[:20]) + "\n" + retries
+        )
+        assert sum(self.counts) > 5 * len(self.counts) and min(self.counts) > 0, self.counts
+
+
 @pytest.mark.slow
 def test_no_request_fails_while_a_replica_is_stopped_and_started_and_a_version_rolls_out(
     models, tmp_path
 ):
     """16 clients × 20 s of translate + classify through Envoy, half over gRPC, half over HTTP,
     half of each pinned to version 1; replica 0 gets SIGTERM at 5 s and starts again at 12 s;
-    version 2 of both tasks is exported at 14 s."""
+    version 2 of both tasks is exported at 9 s, so that replica 1 loads it while replica 0 is
+    down, and replica 0 starts with it: both still answer for version 1 (models.retire_seconds).
+    """
     repo = tmp_path / "models"
     for task in ("translate", "classify"):
         publish(repo, task, models / task / "1", 1)
     fleet = Fleet(repo, tmp_path)
-    answers: dict[tuple, set] = {}  # (task, version) → the answers seen
-    versions_seen: dict[bool, set] = {True: set(), False: set()}  # pinned? → versions
-    failures: list[str] = []
-    counts = [0] * 16
-    lock = threading.Lock()
-    stop = threading.Event()
-    t0 = time.monotonic()
-
-    def client(k: int) -> None:
-        over_grpc, pinned = k % 2 == 0, k % 4 >= 2
-        pin = {"model_version": 1} if pinned else {}
-        rpc = Client(f"127.0.0.1:{fleet.grpc}", timeout=30, retries=0) if over_grpc else None
-        n = 0
-        while not stop.is_set():
-            task = ("translate", "classify")[n % 2]
-            n += 1
-            try:
-                if rpc is not None:
-                    call = rpc.translate if task == "translate" else rpc.classify
-                    (result,) = call([TEXTS[task]], **pin)
-                    version = result.model_version
-                    answer = result.text if task == "translate" else result.label
-                else:
-                    status, body, _ = http_call(
-                        f"http://127.0.0.1:{fleet.http}", "POST", f"/v1/{task}",
-                        {"texts": [TEXTS[task]], **pin},
-                    )  # fmt: skip
-                    if status != 200:
-                        raise RuntimeError(f"HTTP {status}: {body}")
-                    version = int(body["model_version"])
-                    first = body["translations" if task == "translate" else "results"][0]
-                    answer = (
-                        first["hypotheses"][0]["text"] if task == "translate" else first["label"]
-                    )
-            except (ServingError, RuntimeError, OSError) as err:
-                with lock:
-                    failures.append(f"{time.monotonic() - t0:5.1f} s client {k} {task}: {err}")
-                continue
-            with lock:
-                counts[k] += 1
-                answers.setdefault((task, version), set()).add(answer)
-                versions_seen[pinned].add(version)
-        if rpc is not None:
-            rpc.close()
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    load = Load(fleet, 16)
+    t0 = load.t0
     try:
-        for t in threads:
-            t.start()
         time.sleep(max(0.0, t0 + 4.5 - time.monotonic()))
         before = served(fleet.ports[0])  # replica 0 has served its share
         time.sleep(max(0.0, t0 + 5 - time.monotonic()))
         first = fleet.replicas[0]
         first.proc.send_signal(signal.SIGTERM)  # leaves the rotation, drains, exits
+        # out of both clusters (gRPC health NOT_SERVING, /readyz 503) within its 5-s drain
+        # window, while it still answers
+        wait_for(lambda: not fleet.in_rotation(0), 4, what="replica 0 out of rotation")
+        assert first.proc.poll() is None, "replica 0 stopped before it left the rotation"
+        hosts = healthy_hosts(fleet.admin)
+        assert fleet.ports[0].grpc not in hosts[GRPC_CLUSTER]
+        assert fleet.ports[0].http not in hosts[HTTP_CLUSTER]
+        time.sleep(max(0.0, t0 + 9 - time.monotonic()))
+        for task in ("translate", "classify"):
+            publish(repo, task, models / task / "1", 2)
         time.sleep(max(0.0, t0 + 12 - time.monotonic()))
         assert first.proc.wait(timeout=60) == 0, first.log()
         restart = threading.Thread(target=fleet.start, args=(0,))
         restart.start()
-        time.sleep(max(0.0, t0 + 14 - time.monotonic()))
-        for task in ("translate", "classify"):
-            publish(repo, task, models / task / "1", 2)
         time.sleep(max(0.0, t0 + 20 - time.monotonic()))
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
+        load.stop()
         restart.join(timeout=120)
-        assert not failures, f"{len(failures)} failed requests:\n" + "\n".join(failures[:20])
-        assert sum(counts) > 100 and min(counts) > 0, counts
+        load.check()
         assert before > 0, "replica 0 served nothing before it was stopped"
         log = first.log()
         assert "not serving: health says NOT_SERVING" in log and "drained in" in log
@@ -444,12 +475,12 @@ def test_no_request_fails_while_a_replica_is_stopped_and_started_and_a_version_r
                 )
         # pinned requests were answered by version 1 only, unpinned ones by 1 then 2; every
         # replica gave the same answer for a version (the same weights, deterministic decoding)
-        assert versions_seen[True] == {1}
-        assert versions_seen[False] <= {1, 2} and 1 in versions_seen[False]
-        for key, seen in answers.items():
+        assert load.versions_seen[True] == {1}
+        assert load.versions_seen[False] == {1, 2}
+        for key, seen in load.answers.items():
             assert len(seen) == 1, (key, seen)
     finally:
-        stop.set()
+        load.stop()
         fleet.stop()
 
 
@@ -538,3 +569,27 @@ def test_serve_replicas_restarts_a_dead_replica_and_ctrl_c_stops_everything(mode
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_replica_killed_under_load_fails_no_request(models, tmp_path):
+    """kill -9 (no drain: requests in flight on it are cut, its port refuses) while 8 clients
+    send through Envoy: Envoy retries those on the other replica."""
+    repo = tmp_path / "models"
+    for task in ("translate", "classify"):
+        publish(repo, task, models / task / "1", 1)
+    fleet = Fleet(repo, tmp_path)
+    load = Load(fleet, 8)
+    try:
+        time.sleep(3)
+        killed = fleet.replicas[1]
+        killed.proc.kill()
+        killed.proc.wait(timeout=30)
+        time.sleep(4)
+        load.stop()
+        load.check()
+        assert served(fleet.ports[0]) > 0
+        assert not fleet.in_rotation(1)
+    finally:
+        load.stop()
+        fleet.stop()

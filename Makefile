@@ -29,7 +29,7 @@ C_OPTS     = --task classify $(OPTS) --dataset $(DATASET)
 CORPUS     = $(if $(DATA_FILE),$(DATA_FILE),$(DATASET))
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve bench-hostile bench-live gpu-check serve serve-check serve-replicas serve-replicas-check screenshot clean data data-translate data-classify \
+.PHONY: FORCE help install test lint format bench-rnn bench-decode bench-serve bench-hostile bench-live bench-replicas gpu-check serve serve-check serve-replicas serve-replicas-check screenshot clean data data-translate data-classify \
         train-translate eval-translate export-translate train-classify eval-classify \
         export-classify protos report
 
@@ -145,7 +145,7 @@ $(C_DATA): | $(STAMP)
 # One DATA_FILE cannot be both corpora: a model of your own file is trained and exported with
 # the task's targets, and then served by `make serve` (which picks up the newest version).
 ifneq ($(DATA_FILE)$(EXCLUDE),)
-ifneq ($(filter serve bench-serve bench-hostile,$(MAKECMDGOALS)),)
+ifneq ($(filter serve serve-replicas bench-serve bench-hostile bench-replicas,$(MAKECMDGOALS)),)
 $(error make serve and bench-serve train only the default corpora, so DATA_FILE/EXCLUDE do not \
 apply: run make train-classify, eval-classify and export-classify (or the -translate ones) with \
 DATA_FILE=, then make serve)
@@ -217,6 +217,10 @@ bench-live: | $(STAMP)  ## while make serve trains: one-sentence latency with th
 	@echo "==> one-sentence translations against the running make serve, training paused / running (~1 min)"
 	$(BIN)/python -m serving.bench.live --model-dir $(MODEL_DIR) \
 		--target 127.0.0.1:$(or $(PORT),50051) $(BENCH_ARGS)
+
+bench-replicas: $(T_MODEL) $(C_MODEL)  ## through Envoy with 1 and 2 replicas vs the server alone; Envoy's added latency
+	@echo "==> Envoy in front of 1, then 2 replicas; each point also straight at one replica (~8 min)"
+	$(BIN)/python -m serving.bench.replicas --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 bench-decode: $(T_MODEL)  ## greedy and beam-5 sentences/s at batch 1 and 32, in-process (MODELS=)
 	@echo "==> benchmarking decoding of the exported translator (~2 min)"

@@ -18,6 +18,9 @@ and the server drains. The next `make serve` serves the newest version at once a
 unfinished run from its checkpoint (after a kill -9 too: from its last periodic checkpoint).
 A task whose newest version is a final one, or one exported by hand, is not trained again.
 
+With `--replicas N` (`make serve-replicas`) the server is N servers behind Envoy
+(serving.replicas) over the same repository: every version the training exports reaches each.
+
 The children are in process groups of their own (a terminal's Ctrl-C reaches only this process,
 which passes exactly one signal on) and die with it if it is killed (PR_SET_PDEATHSIG).
 """

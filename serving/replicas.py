@@ -23,6 +23,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,30 @@ class Ports:
     grpc: int
     http: int
     metrics: int
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive ports that can all be listened on now (for tests and
+    benchmarks that run replicas beside other servers)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            first = s.getsockname()[1]
+        if first + count > 65536:
+            continue
+        held = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind((host, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports on {host}")
 
 
 def replica_ports(first_port: int, count: int) -> list[Ports]:
@@ -308,6 +333,7 @@ class Supervisor:
 
     def run(self) -> int:
         a, cfg = self.args, self.cfg
+        check_ports(a, cfg)  # a replica on a taken port would fail over and over
         template = load_template(a.envoy_config)
         rendered = render(
             template,
@@ -376,7 +402,7 @@ class Supervisor:
 
 def check(args, cfg) -> None:
     """What can be refused before anything starts: settings, Envoy, every port."""
-    from serving.server.main import check_port, check_settings
+    from serving.server.main import check_settings
 
     if cfg.security.tls_cert:
         raise SystemExit(
@@ -386,6 +412,13 @@ def check(args, cfg) -> None:
     check_settings(cfg)
     envoy_binary()
     load_template(args.envoy_config)
+    check_ports(args, cfg)
+
+
+def check_ports(args, cfg) -> None:
+    """SystemExit naming the first port (Envoy's or a replica's) that cannot be listened on."""
+    from serving.server.main import check_port
+
     check_port(cfg.server.host, cfg.server.port)
     if cfg.http.port >= 0:
         check_port(cfg.http.host, cfg.http.port, "for HTTP ")

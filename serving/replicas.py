@@ -310,6 +310,8 @@ class Supervisor:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # leaves the rotation, drains, exits
                 proc.wait()
+            if self.stopping is not None:  # Ctrl-C or SIGTERM while it drained
+                return
             self.start_replica(i)
             if not self.wait(lambda i=i: self.in_rotation(i), self.args.ready_timeout):
                 print(f"==> replica {i} is not back in rotation: rolling stopped", flush=True)
@@ -328,12 +330,14 @@ class Supervisor:
             print(f"==> replica {i} exited ({proc.returncode}): starting it again in {delay:.0f} s",
                   flush=True)  # fmt: skip
             self.replicas[i] = None
-            if self.wait(lambda: False, delay) is False and self.stopping is None:
+            self.wait(lambda: False, delay)  # returns early on Ctrl-C or SIGTERM
+            if self.stopping is None:
                 self.start_replica(i)
 
     def run(self) -> int:
         a, cfg = self.args, self.cfg
         check_ports(a, cfg)  # a replica on a taken port would fail over and over
+        envoy_binary()  # not installed: the message now, before any replica starts
         template = load_template(a.envoy_config)
         rendered = render(
             template,

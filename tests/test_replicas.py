@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from servers import ROOT, Server, free_port, http_call, wait_for
@@ -490,6 +491,19 @@ def test_no_request_fails_while_a_replica_is_stopped_and_started_and_a_version_r
         fleet.stop()
 
 
+def pids_of(module: str) -> list[int]:
+    """Live processes running `python -m <module>`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if module.encode() in args:
+            found.append(int(entry.name))
+    return found
+
+
 def pid_listening(port: int) -> int | None:
     """The pid of a live `python -m serving` started with `--port port` (None: none)."""
     for entry in Path("/proc").iterdir():
@@ -506,10 +520,13 @@ def pid_listening(port: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_serve_replicas_restarts_a_dead_replica_and_ctrl_c_stops_everything(models, tmp_path):
+def test_serve_replicas_restarts_a_dead_replica_rolls_on_sighup_and_ctrl_c_stops_all(
+    models, tmp_path
+):
     """`make serve-replicas`'s command (serving.launcher --replicas 2) over exported models:
     Envoy answers gRPC and HTTP, a replica killed with -9 is started again and comes back into
-    rotation, and one Ctrl-C (SIGINT) stops the replicas and Envoy."""
+    rotation, SIGHUP restarts both one at a time under load with no failed request, and one
+    Ctrl-C (SIGINT) stops the replicas and Envoy."""
     repo = tmp_path / "models"
     for task in ("translate", "classify"):
         publish(repo, task, models / task / "1", 1)
@@ -559,11 +576,25 @@ def test_serve_replicas_restarts_a_dead_replica_and_ctrl_c_stops_everything(mode
             120,
             what="replica 1 back in rotation",
         )
+        # kill -HUP the supervisor: the replicas restart one at a time, under load, and no
+        # request fails
+        (supervisor,) = [pid for pid in pids_of("serving.replicas") if pid != proc.pid]
+        before = [pid_listening(p.grpc) for p in ports]
+        load = Load(SimpleNamespace(grpc=grpc_port, http=http_port, admin=admin), 4)
+        os.kill(supervisor, signal.SIGHUP)
+        try:
+            wait_for(lambda: any("rolling restart done" in line for line in lines), 180,
+                     what="the rolling restart")  # fmt: skip
+        finally:
+            load.stop()
+        load.check()
         pids = [pid_listening(p.grpc) for p in ports]
+        assert all(pids) and not set(pids) & set(before)  # both are new processes
         proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends (to the launcher)
         assert proc.wait(timeout=90) == 0, "".join(lines)
         text = "".join(lines)
-        assert text.count("seq2seq server stopped") == 2 and "seq2seq replicas stopped" in text
+        # two stopped by the roll, two by Ctrl-C (the one killed -9 says nothing)
+        assert text.count("seq2seq server stopped") == 4 and "seq2seq replicas stopped" in text
         for pid in pids:
             wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists()
                      or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1],

@@ -355,6 +355,10 @@ class Supervisor:
         for i in range(a.replicas):
             self.start_replica(i)
         self.envoy = spawn(envoy_command(config_path, a.admin_port), "[envoy]")
+        # Listening once a replica is in the gRPC cluster: its gRPC port opens after its models
+        # are loaded (or found missing), its HTTP port before that. With no model yet, /readyz
+        # says 503, so the HTTP cluster has no healthy host and Envoy routes to every replica
+        # (its panic mode): the page and the training status are served while the models train.
         up = self.wait(
             lambda: (
                 self.envoy.poll() is not None

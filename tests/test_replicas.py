@@ -419,6 +419,9 @@ class Load:
             f"{len(failures)} failed requests:\n" + "\n".join(failures[:20]) + "\n" + retries
         )
         assert sum(self.counts) > 5 * len(self.counts) and min(self.counts) > 0, self.counts
+        counted = [line.strip() for line in retries.splitlines() if not line.endswith(": 0")]
+        print(f"{sum(self.counts)} requests answered by {len(self.counts)} clients, 0 failed; "
+              f"Envoy: {'; '.join(counted)}")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -564,6 +567,10 @@ def test_serve_replicas_restarts_a_dead_replica_rolls_on_sighup_and_ctrl_c_stops
         assert status == 200 and body["model_version"] == "1"
         status, page, _ = http_call(base, "GET", "/")
         assert status == 200 and "<html" in page
+        # a request's own timeout header reaches the replica, which judges it
+        status, body, _ = http_call(base, "POST", "/v1/classify", {"texts": ["a good film"]},
+                                    headers=[("X-Request-Timeout-Ms", "soon")])  # fmt: skip
+        assert status == 400 and "x-request-timeout-ms must be" in body["error"]["message"]
         # kill -9 replica 1: the supervisor starts it again, Envoy takes it back
         dead = pid_listening(ports[1].grpc)
         assert dead and pid_listening(ports[0].grpc)

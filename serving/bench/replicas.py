@@ -71,6 +71,12 @@ class Started:
             self.proc.wait()
 
 
+def all_in_rotation(admin: int, ports: list[Ports]) -> bool:
+    hosts = healthy_hosts(admin) or {}
+    grpc, http = hosts.get("seq2seq_grpc", set()), hosts.get("seq2seq_http", set())
+    return all(p.grpc in grpc and p.http in http for p in ports)
+
+
 def mean_point(runs: list[dict]) -> dict:
     return {k: sum(r[k] for r in runs) / len(runs) for k in ("sentences_per_s", "p50_ms", "p99_ms")}
 
@@ -121,15 +127,22 @@ def main(argv=None) -> int:
         straight at replica 0 (the others idle): the server alone, measured beside it."""
         name = f"Envoy + {replicas} replica{'s' if replicas > 1 else ''}"
         grpc_port, http_port = _free_port(), _free_port()
-        first = free_port_block(3 * replicas)
+        first, admin = free_port_block(3 * replicas), _free_port()
         started = Started(
             [sys.executable, "-m", "serving.replicas", "--replicas", str(replicas),
-             "--first-port", str(first), "--admin-port", str(_free_port()), "--",
+             "--first-port", str(first), "--admin-port", str(admin), "--",
              *server_args, "--port", str(grpc_port), "--http-port", str(http_port)],
             "seq2seq replicas listening on",
         )  # fmt: skip
-        alone = replica_ports(first, replicas)[0]
+        ports = replica_ports(first, replicas)
+        alone = ports[0]
         try:
+            # it announces itself once one replica is in rotation: wait for every one
+            deadline = time.monotonic() + 300
+            while not all_in_rotation(admin, ports):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"error: not every replica came into rotation: {ports}")
+                time.sleep(0.2)
             for task in tasks:
                 for api, n in LOADS:
                     key = f"{api} {n}"

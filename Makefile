@@ -184,7 +184,7 @@ serve: serve-check $(T_DATA) $(C_DATA)  ## venv, data, then serve while the mode
 
 # make serve-replicas: make serve with REPLICAS servers over the one model directory and Envoy in
 # front of them (deploy/envoy.yaml), listening where make serve does; Ctrl-C stops all of them.
-# REPLICA_PORT: replica i listens on it + 3i (gRPC), + 1 (HTTP), + 2 (metrics), default 50061;
+# REPLICA_PORT: replica i listens on it + 3i (gRPC), + 1 (HTTP), + 2 (metrics), default 21061;
 # ENVOY_ADMIN_PORT: Envoy's admin page (9901). `kill -HUP` the replicas' supervisor
 # (python -m serving.replicas) to restart them one at a time (docs/deploy.md).
 REPLICAS ?= 2

@@ -1,7 +1,7 @@
 """`make serve-replicas REPLICAS=N`: N servers over one model repository, Envoy in front.
 
 Each replica is a plain `python -m serving` on loopback ports of its own (replica i: gRPC
-50061 + 3i, HTTP 50062 + 3i, Prometheus metrics 50063 + 3i); Envoy listens where `make serve`
+21061 + 3i, HTTP 21062 + 3i, Prometheus metrics 21063 + 3i); Envoy listens where `make serve`
 does (gRPC 50051, the page and HTTP/JSON API 8080) with deploy/envoy.yaml, rendered for the N
 replicas. Every replica watches the same repository, so a version exported there reaches all of
 them; a replaced version stays served `models.retire_seconds` (30 here) to requests that name it,
@@ -22,6 +22,7 @@ import copy
 import ctypes
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,7 +38,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVOY_CONFIG = ROOT / "deploy" / "envoy.yaml"
-FIRST_PORT = 50061  # replica i: gRPC FIRST_PORT + 3i, HTTP + 1, metrics + 2
+# replica i: gRPC FIRST_PORT + 3i, HTTP + 1, metrics + 2; below Linux's ephemeral ports
+# (32768–60999), which outgoing connections (Envoy's to the replicas) take: a replica restarting
+# on a port in that range can find it held by one
+FIRST_PORT = 21061
 PORTS_PER_REPLICA = 3
 ADMIN_PORT = 9901
 RETIRE_SECONDS = 30.0  # a replaced version served this long more (unless the config sets one)
@@ -53,15 +57,22 @@ class Ports:
     metrics: int
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux; 32768–60999 otherwise)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """The first of `count` consecutive ports that can all be listened on now (for tests and
-    benchmarks that run replicas beside other servers)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            first = s.getsockname()[1]
-        if first + count > 65536:
-            continue
+    """The first of `count` consecutive ports, below the ephemeral range (see FIRST_PORT), that
+    can all be listened on now: for tests and benchmarks that run replicas beside other servers
+    and restart them on the same ports."""
+    low = ephemeral_ports()[0]
+    for _ in range(500):
+        first = random.SystemRandom().randrange(10000, low - count)  # not the tests' seed
         held = []
         try:
             for port in range(first, first + count):
@@ -74,7 +85,7 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
         finally:
             for sock in held:
                 sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports on {host}")
+    raise RuntimeError(f"no {count} consecutive free ports on {host} below {low}")
 
 
 def replica_ports(first_port: int, count: int) -> list[Ports]:
@@ -313,7 +324,13 @@ class Supervisor:
             if self.stopping is not None:  # Ctrl-C or SIGTERM while it drained
                 return
             self.start_replica(i)
-            if not self.wait(lambda i=i: self.in_rotation(i), self.args.ready_timeout):
+            started = self.replicas[i]
+            back = self.wait(
+                lambda i=i, started=started: self.in_rotation(i) or started.poll() is not None,
+                self.args.ready_timeout,
+            )
+            if not back or started.poll() is not None:
+                # the supervisor's watch starts it again (with back-off) if it exited
                 print(f"==> replica {i} is not back in rotation: rolling stopped", flush=True)
                 return
             print(f"==> replica {i} restarted and back in rotation", flush=True)

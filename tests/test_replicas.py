@@ -71,8 +71,8 @@ def validate(cfg: dict, tmp_path: Path) -> subprocess.CompletedProcess:
 def test_the_committed_configuration_is_valid_and_rendered_for_any_number_of_replicas(tmp_path):
     template = load_template()
     # as committed: two replicas at the ports make serve-replicas gives them
-    assert endpoints(template, GRPC_CLUSTER) == [p.grpc for p in replica_ports(50061, 2)]
-    assert endpoints(template, HTTP_CLUSTER) == [p.http for p in replica_ports(50061, 2)]
+    assert endpoints(template, GRPC_CLUSTER) == [p.grpc for p in replica_ports(21061, 2)]
+    assert endpoints(template, HTTP_CLUSTER) == [p.http for p in replica_ports(21061, 2)]
     ports = replica_ports(40001, 3)
     assert ports[2] == Ports(40007, 40008, 40009)
     cfg = render(template, ports, ("0.0.0.0", 7000), ("127.0.0.1", 7001), 7002)
@@ -255,7 +255,7 @@ def test_print_config_shows_envoy_as_it_would_run():
     done = replicas_cli("--replicas", "3", "--print-config", "--", "--port", "6000",
                         "--http-port", "6001")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "port_value: 6000" in done.stdout and "port_value: 50067" in done.stdout
+    assert "port_value: 6000" in done.stdout and "port_value: 21067" in done.stdout
     assert "grpc_health_check" in done.stdout and "&" not in done.stdout  # no YAML anchors
 
 
@@ -294,7 +294,8 @@ class Fleet:
 
     def __init__(self, repo: Path, tmp_path: Path, count: int = 2):
         self.repo = repo
-        self.ports = [Ports(free_port(), free_port(), free_port()) for _ in range(count)]
+        # restarted on the same ports: a block below the ephemeral range (free_port_block)
+        self.ports = replica_ports(free_port_block(3 * count), count)
         self.grpc, self.http, self.admin = free_port(), free_port(), free_port()
         config = render(
             load_template(), self.ports, ("127.0.0.1", self.grpc), ("127.0.0.1", self.http),
@@ -592,6 +593,8 @@ def test_serve_replicas_restarts_a_dead_replica_rolls_on_sighup_and_ctrl_c_stops
         try:
             wait_for(lambda: any("rolling restart done" in line for line in lines), 180,
                      what="the rolling restart")  # fmt: skip
+        except AssertionError as err:
+            raise AssertionError(f"{err}; the supervisor said:\n" + "".join(lines[-60:])) from None
         finally:
             load.stop()
         load.check()
